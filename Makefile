@@ -1,0 +1,37 @@
+# Two commands matter on a fresh machine (see README.md): `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test test-slow test-all lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU build of torch first (pinned): an unpinned torch would resolve to a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/mmcascade quickstart
+
+test: install
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m pytest
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+test-all: install
+	$(PY) -m pytest -m "slow or not slow"
+
+lint: install
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff format --check src tests benchmarks examples
+
+bench: install
+	$(PY) benchmarks/maxsim.py

@@ -1,0 +1,3 @@
+from mmcascade.cli.main import app
+
+app()

@@ -1,0 +1,31 @@
+"""Vision-language backbones: one modeling/processing pair per family, one loader for all."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from mmcascade.backbones.base import Backbone, BackboneOutput, require_checkpoint_folder
+from mmcascade.backbones.registry import backbone_class_for, read_model_type, supported_model_types
+from mmcascade.hub import resolve_pretrained
+
+__all__ = ["Backbone", "BackboneOutput", "load_backbone", "supported_model_types"]
+
+
+def load_backbone(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    **processor_options: Any,
+) -> Backbone:
+    """Load a backbone from a local checkpoint folder or a Hugging Face Hub id.
+
+    ``trust_remote_code`` stays off unless you ask: only the families mmcascade ships are loaded.
+    """
+    path = resolve_pretrained(name_or_path)
+    require_checkpoint_folder(path)
+    backbone_class = backbone_class_for(read_model_type(path))
+    return backbone_class.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **processor_options)

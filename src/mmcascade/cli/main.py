@@ -1,0 +1,63 @@
+"""``mmcascade`` console script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mmcascade import __version__
+
+app = typer.Typer(
+    name="mmcascade",
+    help="Reasoning-augmented multimodal retrieval: embed, index, search, rerank.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Reasoning-augmented multimodal retrieval."""
+
+
+@app.command()
+def version() -> None:
+    """Print the installed version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def quickstart(
+    model: str = typer.Option(
+        None, help="Embedder or VLM checkpoint (folder or Hub id). Default: a tiny random Qwen2-VL built offline."
+    ),
+    workdir: Path = typer.Option(None, help="Where the tiny checkpoint is built (default: a temporary folder)."),
+) -> None:
+    """Embed a few texts and images with MetaEmbed meta tokens and score them at several budgets."""
+    from mmcascade.cli.quickstart import run_quickstart
+
+    run_quickstart(model, workdir)
+
+
+@app.command()
+def embed(
+    model: str = typer.Option(..., help="Embedder folder, VLM folder or Hub id."),
+    text: str = typer.Option(None, help="Text of the item."),
+    image: Path = typer.Option(None, help="Image file of the item.", exists=False),
+    instruction: str = typer.Option(None, help="Task instruction."),
+    side: str = typer.Option("query", help="query or document."),
+    budget: int = typer.Option(None, help="Keep the first k vectors (multi-vector heads)."),
+    output: Path = typer.Option(None, help="Write the vectors to this .safetensors file."),
+) -> None:
+    """Encode one item and print (or save) its vectors."""
+    from mmcascade.cli.embed import run_embed
+    from mmcascade.cli.errors import exit_on_user_error
+
+    with exit_on_user_error():
+        run_embed(model, text, image, instruction, side, budget, output)
+
+
+if __name__ == "__main__":
+    app()

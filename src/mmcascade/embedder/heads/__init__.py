@@ -1,0 +1,18 @@
+"""Heads: hidden states -> vectors. Each saves its own config (JSON) and weights (safetensors)."""
+
+from mmcascade.embedder.heads.base import Head, Side, build_head, load_head, register_head
+from mmcascade.embedder.heads.meta_tokens import MetaTokenConfig, MetaTokenHead
+from mmcascade.embedder.heads.pooling import LastTokenPooling, MeanPooling, PoolingConfig
+
+__all__ = [
+    "Head",
+    "LastTokenPooling",
+    "MeanPooling",
+    "MetaTokenConfig",
+    "MetaTokenHead",
+    "PoolingConfig",
+    "Side",
+    "build_head",
+    "load_head",
+    "register_head",
+]

@@ -1,0 +1,63 @@
+"""Turn a model name into a local folder: a folder path as is, a Hub id through the HF cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Files a checkpoint needs; weights only as safetensors (never pickle).
+_ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.txt",
+    "*.model",
+    "*.jinja",
+    "*.md",
+    "*/*.json",
+    "*/*.safetensors",
+    "*/*.txt",
+    "*/*.model",
+    "*/*.jinja",
+]
+
+
+def resolve_pretrained(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Path:
+    """Return a local folder for ``name_or_path``.
+
+    An existing folder is used as is. A name that looks like a path (absolute, ``./``, ``~``) but does not
+    exist raises FileNotFoundError. Anything else is treated as a Hub repo id and fetched (or read from the
+    cache when ``HF_HUB_OFFLINE=1``); an id that cannot be found raises ValueError.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; pass the model folder that holds config.json")
+    if _looks_like_path(text):
+        raise FileNotFoundError(f"model folder not found: {path}")
+    return _download(text, revision)
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith((".", "~", os.sep))
+        or (os.altsep is not None and os.altsep in text)
+        or text.count("/") > 1
+        or text.endswith("/")
+    )
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=_ALLOW_PATTERNS))
+    except HFValidationError as error:
+        raise ValueError(f"unknown model {repo_id!r}: not a local folder and not a valid Hub id ({error})") from error
+    except Exception as error:  # network, auth, missing repo, offline cache miss: all mean "not available"
+        raise ValueError(
+            f"unknown model {repo_id!r}: not a local folder, and the Hugging Face Hub could not provide it "
+            f"({type(error).__name__}: {error}). Pass a local checkpoint folder, or check the id and your network."
+        ) from error

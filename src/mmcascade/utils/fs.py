@@ -1,0 +1,36 @@
+"""Crash-safe writes: a folder appears complete or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh staging folder; on success it replaces ``target`` in one rename.
+
+    If the process dies inside the block, ``target`` keeps its previous contents and only a
+    ``.<name>.tmp-*`` staging folder is left behind. An existing target is moved aside first and
+    removed only after the new folder is in place.
+    """
+    target = Path(target).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    backup = None
+    if target.exists():
+        backup = target.parent / f".{target.name}.old-{os.getpid()}"
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(target, backup)
+    os.replace(staging, target)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny random checkpoints of every family, saved and loaded like a user's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Tests never reach the network: a Hub lookup fails at once instead of hanging. Set before any
+# Hugging Face import, which reads it once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from mmcascade.backbones.testing import build_tiny_checkpoint
+
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {family: build_tiny_checkpoint(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def qwen2_vl_checkpoint(tiny_checkpoints: dict[str, Path]) -> Path:
+    return tiny_checkpoints["qwen2_vl"]
+
+
+def random_image(seed: int, size: tuple[int, int] = (120, 90)) -> Image.Image:
+    pixels = (np.random.default_rng(seed).random((size[1], size[0], 3)) * 255).astype("uint8")
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture
+def images() -> list[Image.Image]:
+    return [random_image(seed, size) for seed, size in enumerate([(120, 90), (64, 64), (200, 56)])]

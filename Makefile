@@ -19,8 +19,8 @@ demo: install
 	$(VENV)/bin/mmcascade quickstart
 
 test: install
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check
+	$(PY) -m ruff format --check
 	$(PY) -m pytest
 
 test-slow: install
@@ -30,8 +30,8 @@ test-all: install
 	$(PY) -m pytest -m "slow or not slow"
 
 lint: install
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check
+	$(PY) -m ruff format --check
 
 bench: install
 	$(PY) benchmarks/maxsim.py

@@ -19,13 +19,21 @@ def load_backbone(
     *,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
     **processor_options: Any,
 ) -> Backbone:
     """Load a backbone from a local checkpoint folder or a Hugging Face Hub id.
 
     ``trust_remote_code`` stays off unless you ask: only the families mmcascade ships are loaded.
+    ``attn_implementation`` is passed to transformers (``"sdpa"`` by default, ``"flash_attention_2"`` on GPUs).
     """
     path = resolve_pretrained(name_or_path)
     require_checkpoint_folder(path)
     backbone_class = backbone_class_for(read_model_type(path))
-    return backbone_class.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **processor_options)
+    return backbone_class.from_pretrained(
+        path,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+        **processor_options,
+    )

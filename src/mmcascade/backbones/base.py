@@ -45,6 +45,7 @@ class Backbone(nn.Module, abc.ABC):
         *,
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
         **processor_options: Any,
     ) -> Backbone:
         """Load weights and processing from a local checkpoint folder."""

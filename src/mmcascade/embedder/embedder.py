@@ -76,6 +76,7 @@ class Embedder(nn.Module):
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
         trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
         **processor_options: Any,
     ) -> Embedder:
         """Load a saved embedder folder, or wrap a plain Hugging Face VLM checkpoint with a new head.
@@ -88,15 +89,22 @@ class Embedder(nn.Module):
             dtype: weights dtype (default float32).
             device: where to put the model.
             trust_remote_code: passed to the tokenizer/image-processor loaders; off unless you ask.
+            attn_implementation: transformers attention kernel, e.g. ``"sdpa"`` or ``"flash_attention_2"``.
             processor_options: e.g. ``image_max_pixels=200704``, ``max_text_tokens=256``.
         """
         path = resolve_pretrained(name_or_path)
+        backbone_options = {
+            "dtype": dtype,
+            "trust_remote_code": trust_remote_code,
+            "attn_implementation": attn_implementation,
+            **processor_options,
+        }
         if (path / CONFIG_NAME).is_file():
             if head is not None or head_options:
                 raise ValueError(f"{path} already has a trained head; do not pass head/head_options to load it")
-            embedder = cls._load_saved(path, dtype, trust_remote_code, processor_options)
+            embedder = cls._load_saved(path, backbone_options)
         else:
-            backbone = load_backbone(path, dtype=dtype, trust_remote_code=trust_remote_code, **processor_options)
+            backbone = load_backbone(path, **backbone_options)
             if isinstance(head, Head):
                 new_head = head
             else:
@@ -108,9 +116,7 @@ class Embedder(nn.Module):
         return embedder.eval()
 
     @classmethod
-    def _load_saved(
-        cls, path: Path, dtype: torch.dtype | None, trust_remote_code: bool, processor_options: dict[str, Any]
-    ) -> Embedder:
+    def _load_saved(cls, path: Path, backbone_options: dict[str, Any]) -> Embedder:
         config_file = path / CONFIG_NAME
         try:
             payload = json.loads(config_file.read_text())
@@ -126,9 +132,7 @@ class Embedder(nn.Module):
                 f"{config_file} has format_version {config.format_version}; this mmcascade reads up to "
                 f"{FORMAT_VERSION}: upgrade mmcascade"
             )
-        backbone = load_backbone(
-            path / BACKBONE_DIR, dtype=dtype, trust_remote_code=trust_remote_code, **processor_options
-        )
+        backbone = load_backbone(path / BACKBONE_DIR, **backbone_options)
         return cls(backbone, load_head(path / HEAD_DIR), config)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:

@@ -60,7 +60,8 @@ class InfoNCELoss(nn.Module):
         temperature: softmax temperature, > 0.
         similarity: ``similarity(queries, documents) -> (n_q, n_d)``. None picks cosine for
             single-vector inputs ``(B, d)`` and MaxSim (sum over query vectors of the max over document
-            vectors) for multi-vector inputs ``(B, Q, d)``.
+            vectors) for multi-vector inputs ``(B, Q, d)``. MaxSim uses the vectors as given: L2-normalise
+            them in the model, as MetaEmbed does (reference-semantics.md M5).
         hard_negatives: ``"own"``: each query sees only its own K hard negatives (MetaEmbed);
             ``"all"``: every local query sees every local hard negative. Never gathered across ranks.
         gather_across_devices: under ``torch.distributed`` with several ranks, contrast each query with

@@ -29,7 +29,9 @@ class MatryoshkaMultiVectorLoss(nn.Module):
     For each group ``g = (nq, nd)`` the loss is :class:`~mmcascade.losses.InfoNCELoss` with MaxSim on the
     prefixes ``query[:, :nq]`` and ``documents[:, :nd]``; the total is ``sum_g w_g * loss_g / len(groups)``
     (divided by the number of groups, not by the sum of the weights, as MetaEmbed's code does).
-    The positives are gathered across devices once and sliced per group.
+    The positives are gathered across devices once and sliced per group. Vectors are used as given
+    (MetaEmbed L2-normalises each one in the model), and MaxSim is a sum over query vectors, so larger
+    groups have larger logits at the same temperature.
 
     Args:
         groups: ``(nq, nd)`` budgets; each must fit the inputs' vector counts at call time.

@@ -44,11 +44,16 @@ class QwenVLBackbone(Backbone):
         *,
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
         **processor_options: Any,
     ) -> QwenVLBackbone:
         path = Path(path)
         model = cls.hf_class().from_pretrained(
-            path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
+            path,
+            dtype=dtype or torch.float32,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            attn_implementation=attn_implementation,
         )
         model.eval()
         processor = QwenVLProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **processor_options)

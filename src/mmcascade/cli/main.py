@@ -17,6 +17,12 @@ app = typer.Typer(
 )
 
 
+def _register_subcommands() -> None:
+    from mmcascade.cli import train
+
+    app.add_typer(train.app, name="train")
+
+
 @app.callback()
 def main() -> None:
     """Reasoning-augmented multimodal retrieval."""
@@ -58,6 +64,8 @@ def embed(
     with exit_on_user_error():
         run_embed(model, text, image, instruction, side, budget, output)
 
+
+_register_subcommands()
 
 if __name__ == "__main__":
     app()

@@ -69,7 +69,10 @@ class MatryoshkaMultiVectorLoss(nn.Module):
         Returns:
             A scalar: ``sum_g w_g * loss_g / len(groups)``.
         """
-        losses = self.group_losses(query, positive, negatives)
+        return self.combine(self.group_losses(query, positive, negatives))
+
+    def combine(self, losses: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
+        """``sum_g w_g * loss_g / len(groups)`` of :meth:`group_losses`' output (trainers log the parts)."""
         weighted = [weight * losses[group] for group, weight in zip(self.groups, self.weights, strict=True)]
         return torch.stack(weighted).sum() / len(self.groups)
 

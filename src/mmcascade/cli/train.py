@@ -1,0 +1,31 @@
+"""``mmcascade train ...``: training commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mmcascade.cli.errors import exit_on_user_error
+
+app = typer.Typer(help="Train and distil models.", no_args_is_help=True)
+
+
+@app.command("embedder")
+def train_embedder(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (YAML)."),
+    resume: str = typer.Option(
+        "latest", help="'latest' (newest checkpoint in the output dir, if any), 'none', or a checkpoint folder."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key, e.g. --set training.max_steps=10 (repeatable)."
+    ),
+) -> None:
+    """Train an embedder contrastively (InfoNCE or Matryoshka multi-vector), resumable, GradCache-enabled."""
+    from mmcascade.training.trainer import train_from_config
+    from mmcascade.utils.config import parse_override
+
+    with exit_on_user_error():
+        parsed = dict(parse_override(text) for text in overrides)
+        final = train_from_config(config, resume_from=None if resume == "none" else resume, overrides=parsed)
+    typer.echo(f"final model: {final}")

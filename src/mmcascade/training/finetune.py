@@ -1,0 +1,68 @@
+"""Which weights train: full fine-tuning, LoRA adapters (peft), or the head alone; name-pattern freezing."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from mmcascade.embedder import Embedder
+from mmcascade.training.config import FinetuneConfig
+
+
+def apply_finetune_mode(embedder: Embedder, config: FinetuneConfig) -> Any | None:
+    """Set ``requires_grad`` on every parameter; returns the peft model in LoRA mode (for merging), else None."""
+    peft_model = None
+    for parameter in embedder.backbone.parameters():
+        parameter.requires_grad_(config.mode == "full")
+    if config.mode == "lora":
+        peft_model = _inject_lora(embedder, config)
+    for parameter in embedder.head.parameters():
+        parameter.requires_grad_(True)
+    names = dict(embedder.named_parameters())
+    for pattern in config.freeze:
+        matched = _match(names, pattern, "finetune.freeze")
+        for name in matched:
+            names[name].requires_grad_(False)
+    for pattern in config.train:
+        for name in _match(names, pattern, "finetune.train"):
+            names[name].requires_grad_(True)
+    if not any(parameter.requires_grad for parameter in embedder.parameters()):
+        raise ValueError("no parameter is left to train: check finetune.mode and finetune.freeze")
+    return peft_model
+
+
+def trainable_parameters(embedder: Embedder) -> dict[str, Any]:
+    return {name: parameter for name, parameter in embedder.named_parameters() if parameter.requires_grad}
+
+
+def merge_lora(peft_model: Any | None) -> None:
+    """Fold LoRA adapters into the base weights in place, so the saved checkpoint is a plain model."""
+    if peft_model is not None:
+        peft_model.merge_and_unload()
+
+
+def _inject_lora(embedder: Embedder, config: FinetuneConfig) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError("LoRA needs peft: pip install 'mmcascade[train]'") from error
+    lora = config.lora
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in embedder.backbone.model.named_modules()}
+    missing = [target for target in lora.target_modules if target not in module_names]
+    if missing:
+        raise ValueError(
+            f"finetune.lora.target_modules {missing} match no module of this backbone; "
+            f"linear layers here include e.g. {sorted(n for n in module_names if n.endswith('proj'))[:12]}"
+        )
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+    )
+    # get_peft_model rewrites the target layers of backbone.model in place; the backbone keeps using it.
+    return get_peft_model(embedder.backbone.model, peft_config)
+
+
+def _match(names: dict[str, Any], pattern: str, key: str) -> list[str]:
+    matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    if not matched:
+        raise ValueError(f"{key} pattern {pattern!r} matches no parameter (names look like {next(iter(names))!r})")
+    return matched

@@ -3,14 +3,14 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-slow test-all lint bench
+.PHONY: install demo test test-slow test-all lint bench starter
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch first (pinned): an unpinned torch would resolve to a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,train,starter]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,3 +35,9 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/maxsim.py
+	$(PY) benchmarks/train_throughput.py
+
+# Rebuild the starter model from offline parts: data, training (~20 min on 2 CPU cores), single-vector
+# baseline, held-out evaluation, model card. Installs into src/mmcascade/assets/starter.
+starter: install
+	$(PY) scripts/train_starter.py

@@ -29,6 +29,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, revision: str | None 
     cache when ``HF_HUB_OFFLINE=1``); an id that cannot be found raises ValueError.
     """
     text = os.fspath(name_or_path)
+    if text in ALIASES:
+        return ALIASES[text]()
     path = Path(text).expanduser()
     if path.is_dir():
         return path
@@ -37,6 +39,35 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, revision: str | None 
     if _looks_like_path(text):
         raise FileNotFoundError(f"model folder not found: {path}")
     return _download(text, revision)
+
+
+def starter_embedder_folder() -> Path:
+    """The trained starter embedder that ships inside this package (``make starter`` rebuilds it)."""
+    folder = Path(__file__).parent / "assets" / "starter"
+    if not (folder / "mmcascade.json").is_file():
+        raise FileNotFoundError(
+            f"the starter model is not in {folder}; build it with `make starter` (about 30 minutes on a CPU)"
+        )
+    return folder
+
+
+def starter_base_folder() -> Path:
+    """An untrained starter backbone (packaged parts + fresh projector/adapters), written once to the cache."""
+    from mmcascade.backbones.starter.modeling_starter import StarterBackbone
+
+    cache = Path(os.environ.get("MMCASCADE_CACHE", Path.home() / ".cache" / "mmcascade")) / "starter-base"
+    if not (cache / "config.json").is_file():
+        import torch
+
+        from mmcascade.utils.fs import atomic_directory
+
+        with torch.random.fork_rng(), atomic_directory(cache) as staging:
+            torch.manual_seed(0)
+            StarterBackbone.from_components().save_pretrained(staging)
+    return cache
+
+
+ALIASES = {"starter": starter_embedder_folder, "starter-base": starter_base_folder}
 
 
 def _looks_like_path(text: str) -> bool:

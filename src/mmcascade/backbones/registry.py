@@ -13,6 +13,7 @@ _FAMILIES: dict[str, str] = {
     "qwen2_vl": "mmcascade.backbones.qwen_vl.modeling_qwen_vl:Qwen2VLBackbone",
     "qwen2_5_vl": "mmcascade.backbones.qwen_vl.modeling_qwen_vl:Qwen2_5_VLBackbone",
     "qwen3_vl": "mmcascade.backbones.qwen_vl.modeling_qwen_vl:Qwen3VLBackbone",
+    "mmcascade_starter": "mmcascade.backbones.starter.modeling_starter:StarterBackbone",
 }
 
 

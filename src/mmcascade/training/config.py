@@ -24,6 +24,9 @@ class ModelConfig:
 class DataConfig:
     train: str
     negatives_per_query: int | None = None  # None: the smallest count in the data (capped at 8)
+    # Records with fewer hard negatives than negatives_per_query: an error, or topped up with the
+    # positives of other records (random, fixed by the seed).
+    fill_negatives: bool = False
     query_instruction: str | None = None
     document_instruction: str | None = None
 
@@ -78,6 +81,7 @@ class OptimConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     progress_bar: bool = True
+    autocast: Literal["bfloat16", "float16"] | None = None  # mixed precision for the forward passes
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "save_every", "log_every", "keep_checkpoints"):

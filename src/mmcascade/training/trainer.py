@@ -8,6 +8,7 @@ data order and random state, so it ends where an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -56,6 +57,7 @@ class EmbedderTrainer:
         optim: OptimConfig,
         *,
         negatives_per_query: int | None = None,
+        fill_negatives: bool = False,
         peft_model: Any | None = None,
         config_snapshot: dict[str, Any] | None = None,
     ):
@@ -67,7 +69,9 @@ class EmbedderTrainer:
         self.peft_model = peft_model
         self.config_snapshot = config_snapshot or {}
         self.loss = ContrastiveLoss(loss, embedder)
-        self.negatives_per_query = _choose_negatives(self.records, negatives_per_query)
+        self.negatives_per_query = _choose_negatives(self.records, negatives_per_query, fill_negatives)
+        if fill_negatives:
+            self.records = _fill_negatives(self.records, self.negatives_per_query, optim.seed)
         self.rank, self.world_size = _distributed_rank_and_size()
         self.global_batch = optim.batch_size * self.world_size
         if len(self.records) < self.global_batch:
@@ -102,7 +106,8 @@ class EmbedderTrainer:
                 epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
                 batch = self._batch(epoch, step_in_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss, metrics = contrastive_step(self.embedder, batch, self.loss, self.optim.micro_batch_size)
+                with self._autocast():
+                    loss, metrics = contrastive_step(self.embedder, batch, self.loss, self.optim.micro_batch_size)
                 self._average_gradients_across_ranks()
                 grad_norm = self._clip_gradients()
                 self.optimizer.step()
@@ -147,6 +152,12 @@ class EmbedderTrainer:
         )
 
     # ----------------------------------------------------------------------------------- optimisation
+    def _autocast(self) -> Any:
+        if self.optim.autocast is None:
+            return contextlib.nullcontext()
+        device_type = self.embedder.backbone.device.type
+        return torch.autocast(device_type=device_type, dtype=DTYPES[self.optim.autocast])
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         head_rate = self.optim.head_learning_rate or self.optim.learning_rate
         head = [p for name, p in self.parameters.items() if name.startswith("head.")]
@@ -287,6 +298,7 @@ def build_trainer(config: TrainConfig, records: Sequence[TrainingRecord]) -> Emb
         config.loss,
         config.training,
         negatives_per_query=config.data.negatives_per_query,
+        fill_negatives=config.data.fill_negatives,
         peft_model=peft_model,
         config_snapshot=asdict(config),
     )
@@ -304,12 +316,12 @@ def _distributed_rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
-def _choose_negatives(records: Sequence[TrainingRecord], requested: int | None) -> int:
+def _choose_negatives(records: Sequence[TrainingRecord], requested: int | None, fill: bool) -> int:
     counts = [len(record.negatives) for record in records]
     if requested is None:
         return min(min(counts), MAX_DEFAULT_NEGATIVES)
     short = [record for record in records if len(record.negatives) < requested]
-    if short:
+    if short and not fill:
         raise ValueError(
             f"data.negatives_per_query is {requested} but {len(short)} record(s) have fewer hard negatives "
             f"(first at line {short[0].line} with {len(short[0].negatives)}); lower it or add negatives"
@@ -340,3 +352,23 @@ def train_from_config(
     records = read_records(config.data.train)
     trainer = build_trainer(config, records)
     return trainer.train(resume_from=resume_from)
+
+
+def _fill_negatives(records: list[TrainingRecord], per_query: int, seed: int) -> list[TrainingRecord]:
+    """Top up short negative lists with other records' positives (never the record's own positive)."""
+    import dataclasses
+
+    rng = np.random.default_rng([seed, 7919])
+    filled = []
+    for index, record in enumerate(records):
+        negatives = list(record.negatives)
+        while len(negatives) < per_query:
+            other = int(rng.integers(len(records)))
+            if other != index and records[other].positive != record.positive:
+                negatives.append(records[other].positive)
+        filled.append(
+            dataclasses.replace(record, negatives=tuple(negatives))
+            if len(negatives) != len(record.negatives)
+            else record
+        )
+    return filled

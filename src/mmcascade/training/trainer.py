@@ -96,6 +96,8 @@ class EmbedderTrainer:
         (training starts fresh if there is none).
         """
         torch.manual_seed(self.optim.seed)
+        if str(resume_from) == "latest" and self._finished():
+            return self.output_dir / "final"  # nothing left to do: resuming a finished run is a no-op
         if resume_from is not None:
             self._resume(resume_from)
         self.embedder.train()
@@ -234,6 +236,12 @@ class EmbedderTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self._truncate_log(self.step)
+
+    def _finished(self) -> bool:
+        if not (self.output_dir / "final" / "mmcascade.json").is_file() or not self.metrics_path.is_file():
+            return False
+        lines = self.metrics_path.read_text().splitlines()
+        return bool(lines) and json.loads(lines[-1])["step"] >= self.total_steps
 
     def _save_final(self) -> Path:
         final = self.output_dir / "final"

@@ -66,7 +66,10 @@ def main() -> None:
         "heldout": scores,
         "timings": timings,
         "data": {"seed": manifest.get("seed"), "counts": manifest.get("counts")},
+        "steps": _logged_steps(ROOT / "runs" / "starter"),
+        "weights_mb": sum(path.stat().st_size for path in Path(starter).rglob("*.safetensors")) / 1e6,
     }
+    (ROOT / "runs" / "starter" / "heldout_scores.json").write_text(json.dumps(report, indent=2))
 
     with atomic_directory(ASSET) as staging:
         shutil.copytree(starter, staging, dirs_exist_ok=True)
@@ -78,6 +81,11 @@ def main() -> None:
 
 def _data_override(data: Path) -> dict[str, str]:
     return {"data.train": str(data / "train.jsonl")}
+
+
+def _logged_steps(run: Path) -> int:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return int(json.loads(lines[-1])["step"]) if lines else 0
 
 
 def _training_seconds(run: Path) -> float:

@@ -111,3 +111,16 @@ def test_training_mode_keeps_the_frozen_cnn_in_eval(starter_folder: Path) -> Non
 def test_unknown_processor_option(starter_folder: Path) -> None:
     with pytest.raises(ValueError, match="unknown processor options"):
         load_backbone(starter_folder, image_max_pixels=10)
+
+
+def test_appended_tokens_read_the_input_but_never_change_it(starter_folder: Path) -> None:
+    backbone = load_backbone(starter_folder)
+    inputs = backbone.prepare([Item(text="a red circle"), Item(text="two shapes", images=(random_image(5),))])
+    with torch.no_grad():
+        plain = backbone(inputs).last_hidden_state
+        first = backbone(inputs, appended_embeddings=torch.randn(4, 384)).last_hidden_state
+        second = backbone(inputs, appended_embeddings=torch.randn(4, 384)).last_hidden_state
+    length = plain.shape[1]
+    mask = inputs["attention_mask"].bool()
+    torch.testing.assert_close(first[:, :length][mask], plain[mask], atol=1e-5, rtol=0)
+    assert (first[:, length:] - second[:, length:]).abs().max() > 1e-2  # the readers differ with their embeddings

@@ -19,7 +19,7 @@ def test_version() -> None:
 
 
 def test_quickstart_embeds_and_scores_at_three_budgets(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["quickstart", "--workdir", str(tmp_path)])
+    result = runner.invoke(app, ["quickstart", "--tiny", "--workdir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "queries (3, 4, 64)  documents (3, 16, 64)" in result.output
     for budget in ("(1,1)", "(2,8)", "(4,16)"):

@@ -72,6 +72,10 @@ class Backbone(nn.Module, abc.ABC):
     def hidden_size(self) -> int:
         """Width of the hidden states."""
 
+    def token_embedding(self, token: str) -> torch.Tensor:
+        """The input embedding ``(H,)`` of one vocabulary token (used to initialise meta tokens)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot look up token embeddings")
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -100,3 +104,12 @@ def require_checkpoint_folder(path: Path) -> None:
             else ""
         )
         raise FileNotFoundError(f"{path} has no *.safetensors weights.{hint}")
+
+
+def lookup_token_embedding(tokenizer: Any, embeddings: nn.Module, token: str) -> torch.Tensor:
+    """Embedding ``(H,)`` of ``token``, which must be a single vocabulary entry."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        raise ValueError(f"init_token {token!r} is not a single token of this tokenizer")
+    with torch.no_grad():
+        return embeddings(torch.tensor([token_id], device=embeddings.weight.device))[0].detach().cpu()

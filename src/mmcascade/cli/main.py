@@ -37,14 +37,16 @@ def version() -> None:
 @app.command()
 def quickstart(
     model: str = typer.Option(
-        None, help="Embedder or VLM checkpoint (folder or Hub id). Default: a tiny random Qwen2-VL built offline."
+        None,
+        help="Embedder or VLM checkpoint (folder or Hub id). Default: the starter model (a tiny random Qwen2-VL if it is not built).",
     ),
     workdir: Path = typer.Option(None, help="Where the tiny checkpoint is built (default: a temporary folder)."),
+    tiny: bool = typer.Option(False, help="Use a tiny random Qwen2-VL even when the starter model is available."),
 ) -> None:
-    """Embed a few texts and images with MetaEmbed meta tokens and score them at several budgets."""
+    """Embed a few captions and images and score them with MaxSim at several budgets."""
     from mmcascade.cli.quickstart import run_quickstart
 
-    run_quickstart(model, workdir)
+    run_quickstart(model, workdir, tiny)
 
 
 @app.command()

@@ -34,16 +34,22 @@ def demo_images() -> dict:
     return scenes
 
 
-def run_quickstart(model: str | None, workdir: Path | None) -> None:
+def run_quickstart(model: str | None, workdir: Path | None, tiny: bool = False) -> None:
     import torch
     from transformers.utils import logging as transformers_logging
 
     from mmcascade import Embedder
     from mmcascade.backbones.testing import build_tiny_checkpoint
+    from mmcascade.hub import starter_embedder_folder
 
     transformers_logging.disable_progress_bar()
     console = Console()
     torch.manual_seed(0)
+    if model is None and not tiny:
+        try:
+            model = str(starter_embedder_folder())
+        except FileNotFoundError:
+            console.print("[yellow]the starter model is not built; using a tiny random model[/]")
     if model is None:
         folder = Path(workdir or tempfile.mkdtemp(prefix="mmcascade-quickstart-")) / "tiny-qwen2-vl"
         build_tiny_checkpoint("qwen2_vl", folder)
@@ -55,8 +61,13 @@ def run_quickstart(model: str | None, workdir: Path | None) -> None:
         embedder = Embedder.from_pretrained(model)
         console.print(f"[bold]model[/]: {model}")
     images = demo_images()
-    documents = [{"image": image, "text": name} for name, image in images.items()]
-    queries = ["a red circle", "a blue square", {"image": images["green triangle"]}]
+    find, represent = "Find the image that matches the caption.", "Represent the image."
+    documents = [{"image": image, "instruction": represent} for image in images.values()]
+    queries = [
+        {"text": "a red circle", "instruction": find},
+        {"text": "a blue square", "instruction": find},
+        {"image": images["green triangle"], "instruction": represent},
+    ]
     query_vectors = embedder.encode_queries(queries)
     document_vectors = embedder.encode_documents(documents)
     console.print(f"queries {tuple(query_vectors.shape)}  documents {tuple(document_vectors.shape)}")

@@ -109,6 +109,9 @@ class Embedder(nn.Module):
                 new_head = head
             else:
                 new_head = build_head(head or "last_token", backbone.hidden_size, **(head_options or {}))
+                init_token = getattr(new_head.config, "init_token", None)
+                if init_token is not None:
+                    new_head.initialise_from(backbone.token_embedding(init_token))
             embedder = cls(backbone, new_head)
         embedder.head.to(embedder.backbone.dtype)
         if device is not None:

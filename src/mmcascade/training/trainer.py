@@ -240,8 +240,8 @@ class EmbedderTrainer:
     def _finished(self) -> bool:
         if not (self.output_dir / "final" / "mmcascade.json").is_file() or not self.metrics_path.is_file():
             return False
-        lines = self.metrics_path.read_text().splitlines()
-        return bool(lines) and json.loads(lines[-1])["step"] >= self.total_steps
+        logged = self._logged()
+        return bool(logged) and logged[-1]["step"] >= self.total_steps
 
     def _save_final(self) -> Path:
         final = self.output_dir / "final"
@@ -268,10 +268,18 @@ class EmbedderTrainer:
         """Drop log lines written after the checkpoint we resume from (they will be written again)."""
         if self.rank != 0 or not self.metrics_path.is_file():
             return
-        kept = [
-            line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-        ]
+        kept = [json.dumps(entry) for entry in self._logged() if entry["step"] <= step]
         self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def _logged(self) -> list[dict[str, Any]]:
+        """Entries of the metrics log; a line cut short by a kill is dropped."""
+        entries = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return entries
 
     def _progress_bar(self) -> Any:
         if not self.optim.progress_bar or self.rank != 0:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs
+from mmcascade.backbones.base import lookup_token_embedding as _lookup
 from mmcascade.backbones.meta_tokens import append_to_embeddings
 from mmcascade.backbones.qwen_vl.processing_qwen_vl import QwenVLProcessor
 from mmcascade.data.items import Item
@@ -68,6 +69,9 @@ class QwenVLBackbone(Backbone):
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.get_text_config().hidden_size)
+
+    def token_embedding(self, token: str) -> torch.Tensor:
+        return _lookup(self.processor.tokenizer, self.model.get_input_embeddings(), token)
 
     def prepare(self, items: Sequence[Item]) -> BatchInputs:
         return self.processor(items)

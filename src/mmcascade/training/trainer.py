@@ -111,6 +111,7 @@ class EmbedderTrainer:
                 with self._autocast():
                     loss, metrics = contrastive_step(self.embedder, batch, self.loss, self.optim.micro_batch_size)
                 self._average_gradients_across_ranks()
+                loss, metrics = self._average_metrics_across_ranks(loss, metrics)
                 grad_norm = self._clip_gradients()
                 self.optimizer.step()
                 self.scheduler.step()
@@ -177,15 +178,34 @@ class EmbedderTrainer:
     def _average_gradients_across_ranks(self) -> None:
         if self.world_size == 1:
             return
-        gradients = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.parameters.values()]
+        parameters = list(self.parameters.values())
+        # A parameter no rank used keeps grad None (AdamW then leaves it alone, as in one process);
+        # one used on some ranks only gets zeros elsewhere, as DDP would.
+        used = torch.tensor([p.grad is not None for p in parameters], dtype=torch.uint8, device=parameters[0].device)
+        dist.all_reduce(used, op=dist.ReduceOp.MAX)
+        active = [p for p, flag in zip(parameters, used.tolist(), strict=True) if flag]
+        gradients = [p.grad if p.grad is not None else torch.zeros_like(p) for p in active]
+        if not gradients:
+            return
         flat = torch.cat([g.reshape(-1) for g in gradients])  # one collective for all gradients
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         flat /= self.world_size
         offset = 0
-        for parameter, gradient in zip(self.parameters.values(), gradients, strict=True):
-            size = gradient.numel()
+        for parameter in active:
+            size = parameter.numel()
             parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
             offset += size
+
+    def _average_metrics_across_ranks(self, loss: float, metrics: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """The logged loss is the global batch's (the mean of the ranks' local means), not rank 0's."""
+        if self.world_size == 1:
+            return loss, metrics
+        names = sorted(metrics)
+        device = next(iter(self.parameters.values())).device  # nccl reduces GPU tensors only
+        values = torch.tensor([loss] + [metrics[name] for name in names], dtype=torch.float64, device=device)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= self.world_size
+        return float(values[0]), {name: float(value) for name, value in zip(names, values[1:], strict=True)}
 
     def _clip_gradients(self) -> float:
         parameters = list(self.parameters.values())

@@ -52,47 +52,66 @@ class Case:
 
 # Seconds to wait at most, before each round of timings, for the other processes on the machine to go idle
 # (--wait-quiet); 0 = never wait. Shared 2-core machines are often busy, and a busy core stalls every
-# parallel region of our threads, which distorts timings far more than it slows them.
+# parallel region of our threads, which distorts timings far more than it slows them. With waiting on, a
+# round during which other processes used more than OTHERS_LIMIT of the CPUs is thrown away and rerun.
 WAIT_QUIET_SECONDS = 0.0
+OTHERS_LIMIT = 0.1
+ROUND_ATTEMPTS = 4
+discarded_rounds = 0
 
 
-def busy_fraction(interval: float = 0.5) -> float | None:
-    """CPU busy fraction of the whole machine over ``interval`` (this process sleeps meanwhile); None off Linux."""
-
-    def sample() -> tuple[int, int]:
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """``(busy, total)`` CPU seconds of the whole machine since boot, from /proc/stat; None off Linux."""
+    try:
         with open("/proc/stat") as stat:
             fields = [int(value) for value in stat.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        total_before, idle_before = sample()
-        time.sleep(interval)
-        total_after, idle_after = sample()
     except OSError:
         return None
-    return 1 - (idle_after - idle_before) / max(1, total_after - total_before)
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
 
 
-def wait_until_quiet(threshold: float = 0.15) -> None:
+def wait_until_quiet(threshold: float = 0.15, interval: float = 0.5) -> None:
+    """Sleep until the machine's busy fraction over ``interval`` (others only: we sleep) is below ``threshold``."""
     deadline = time.monotonic() + WAIT_QUIET_SECONDS
     while time.monotonic() < deadline:
-        busy = busy_fraction()
-        if busy is None or busy < threshold:
+        before = machine_cpu_seconds()
+        time.sleep(interval)
+        after = machine_cpu_seconds()
+        if before is None or after is None:
+            return
+        if (after[0] - before[0]) / max(1e-9, after[1] - before[1]) < threshold:
             return
 
 
 def time_round_robin(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds per call; the functions take turns in every repeat so machine noise hits all alike."""
+    global discarded_rounds
     for function in functions.values():
         function()  # warm-up: first-touch allocation, BLAS/oneDNN kernel selection
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        if WAIT_QUIET_SECONDS:
-            wait_until_quiet()
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            samples[name].append(time.perf_counter() - start)
+        for attempt in range(ROUND_ATTEMPTS if WAIT_QUIET_SECONDS else 1):
+            if WAIT_QUIET_SECONDS:
+                wait_until_quiet()
+            machine_before, own_before, wall_before = machine_cpu_seconds(), time.process_time(), time.perf_counter()
+            round_samples = {}
+            for name, function in functions.items():
+                start = time.perf_counter()
+                function()
+                round_samples[name] = time.perf_counter() - start
+            machine_after = machine_cpu_seconds()
+            if machine_before is None or machine_after is None or not WAIT_QUIET_SECONDS:
+                break
+            others = (machine_after[0] - machine_before[0]) - (time.process_time() - own_before)
+            capacity = (machine_after[1] - machine_before[1]) or (time.perf_counter() - wall_before)
+            resolution = 2 / os.sysconf("SC_CLK_TCK")  # /proc/stat counts in ticks
+            if others <= OTHERS_LIMIT * capacity + resolution or attempt == ROUND_ATTEMPTS - 1:
+                break
+            discarded_rounds += 1
+        for name, seconds in round_samples.items():
+            samples[name].append(seconds)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -284,7 +303,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         rows.extend(run_case(case, args.repeats, min(args.naive_queries, case.n_queries), peak, workspace_bytes))
         print(f"  {case.name}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     print(format_table(rows))
-    print(f"load average at the end {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
+    print(
+        f"load average at the end {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs; "
+        f"rounds rerun because other processes took the CPU: {discarded_rounds}"
+    )
     return rows
 
 

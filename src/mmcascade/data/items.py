@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,11 +123,3 @@ def load_image(source: ImageSource) -> Image.Image:
 
 def _is_image_source(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike, bytes, Image.Image))
-
-
-def count_placeholders(text: str | None) -> int:
-    return 0 if text is None else text.count(IMAGE_PLACEHOLDER)
-
-
-def split_on_placeholders(text: str) -> Sequence[str]:
-    return text.split(IMAGE_PLACEHOLDER)

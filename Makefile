@@ -10,13 +10,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch first (pinned): an unpinned torch would resolve to a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,train,starter]"
+	$(PY) -m pip install -q -e ".[dev,train,starter,qdrant]"
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/mmcascade quickstart
+	$(VENV)/bin/mmcascade demo
 
 test: install
 	$(PY) -m ruff check

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Embedder": "mmcascade.embedder",
+    "Index": "mmcascade.index",
     "Item": "mmcascade.data.items",
     "load_backbone": "mmcascade.backbones",
 }
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
     from mmcascade.backbones import load_backbone
     from mmcascade.data.items import Item
     from mmcascade.embedder import Embedder
+    from mmcascade.index import Index
 
-__all__ = ["Embedder", "Item", "__version__", "load_backbone"]
+__all__ = ["Embedder", "Index", "Item", "__version__", "load_backbone"]
 
 
 def __getattr__(name: str) -> Any:

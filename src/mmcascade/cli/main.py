@@ -18,14 +18,18 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
-    from mmcascade.cli import train
+    from mmcascade.cli import index, train
 
+    app.add_typer(index.app, name="index")
     app.add_typer(train.app, name="train")
 
 
 @app.callback()
 def main() -> None:
     """Reasoning-augmented multimodal retrieval."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # rich shows our own progress; no weight-loading bars
 
 
 @app.command()
@@ -65,6 +69,51 @@ def embed(
 
     with exit_on_user_error():
         run_embed(model, text, image, instruction, side, budget, output)
+
+
+@app.command()
+def search(
+    name: str = typer.Argument(..., help="Index name."),
+    text: str = typer.Option(None, help="Query text."),
+    image: Path = typer.Option(None, help="Query image file."),
+    instruction: str = typer.Option(None, help="Query instruction (default: the one stored in the index)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results to return."),
+    query_budget: int = typer.Option(None, help="Query vectors to score with (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help='Print a JSON list of {"id", "score", "rank", "payload"}.'),
+    model: str = typer.Option(None, help="Refuse to search unless the index was built with this model."),
+    data_dir: Path = typer.Option(None, help="Where indexes live (default: $MMCASCADE_DATA_DIR or the user cache)."),
+) -> None:
+    """Search index NAME by text, image, or both."""
+    from mmcascade.cli.errors import exit_on_user_error
+    from mmcascade.cli.search import run_search
+
+    with exit_on_user_error():
+        run_search(
+            name,
+            text=text,
+            image=image,
+            instruction=instruction,
+            top_k=top_k,
+            query_budget=query_budget,
+            as_json=as_json,
+            model=model,
+            data_dir=data_dir,
+        )
+
+
+@app.command()
+def demo(
+    data_dir: Path = typer.Option(
+        None, help="Where the demo index is kept (default: $MMCASCADE_DATA_DIR or the user cache)."
+    ),
+    backend: str = typer.Option("qdrant-edge", help="Index backend."),
+) -> None:
+    """The main job in one command: index the bundled demo collection with the starter model and search it."""
+    from mmcascade.cli.demo import run_demo
+    from mmcascade.cli.errors import exit_on_user_error
+
+    with exit_on_user_error():
+        run_demo(data_dir=data_dir, backend=backend)
 
 
 _register_subcommands()

@@ -1,0 +1,412 @@
+"""The :class:`Index`: a model plus a backend store, under a named folder in the data directory.
+
+Folder layout::
+
+    <data_dir>/<name>/manifest.json    what built the index (model, fingerprint, budgets, backend)
+    <data_dir>/<name>/store/           the backend's files
+    <data_dir>/<name>/.write.lock      held while a process writes
+
+The manifest is written last when an index is created, so a folder without one is a create that
+was interrupted; creating the index again replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmcascade.data.collections import SkippedRecord, SourceRecord
+from mmcascade.index.backends import DEFAULT_BACKEND, get_backend
+from mmcascade.index.base import IndexBackend, Payload, SearchHit, StoreSpec
+from mmcascade.index.manifest import MANIFEST_NAME, IndexManifest, index_folder, model_fingerprint, now
+
+if TYPE_CHECKING:
+    from mmcascade.embedder import Embedder
+
+STORE_DIR = "store"
+LOCK_NAME = ".write.lock"
+_EXISTENCE_CHECK_CHUNK = 512
+
+
+@dataclass
+class BuildReport:
+    """What :meth:`Index.build` did: documents added, already present, and skipped (with reasons)."""
+
+    added: int = 0
+    already_indexed: int = 0
+    skipped: list[SkippedRecord] = field(default_factory=list)
+
+
+class Index:
+    """A searchable multi-vector index built with one embedder.
+
+    Use :meth:`create` for a new index and :meth:`open` for an existing one; then :meth:`add` or
+    :meth:`build` documents and :meth:`search` them.
+    """
+
+    def __init__(self, folder: Path, manifest: IndexManifest, store: IndexBackend, embedder: Embedder | None = None):
+        self.folder = folder
+        self.manifest = manifest
+        self.store = store
+        self._embedder = embedder
+
+    # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        model: str | os.PathLike = "starter",
+        *,
+        backend: str = DEFAULT_BACKEND,
+        doc_budget: int | None = None,
+        backend_options: dict[str, Any] | None = None,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+        data_dir: str | os.PathLike | None = None,
+        embedder: Embedder | None = None,
+    ) -> Index:
+        """Create an empty index called ``name``.
+
+        Args:
+            model: the embedder (folder, Hub id or ``"starter"``) that encodes documents and queries.
+            backend: ``"qdrant-edge"`` (embedded, default), ``"exact"`` or ``"qdrant"`` (client/server).
+            doc_budget: document vectors to store per document (a Matryoshka prefix); default all.
+            backend_options: e.g. ``{"prefetch": 400}`` or ``{"url": "http://localhost:6333"}``.
+            query_instruction / document_instruction: defaults for items without an instruction.
+            data_dir: where indexes live (default ``$MMCASCADE_DATA_DIR`` or the user cache).
+            embedder: an already loaded embedder for ``model`` (saves loading it again).
+        """
+        folder = index_folder(name, data_dir)
+        if (folder / MANIFEST_NAME).is_file():
+            raise ValueError(
+                f"index {name!r} already exists in {folder.parent}: add to it (`mmcascade index add`), "
+                f"or delete it first (`mmcascade index delete {name}`)"
+            )
+        backend_class = get_backend(backend)
+        model_path = _resolve_model(model)
+        embedder = embedder or _load_embedder(model)
+        available = embedder.num_vectors("document")
+        if doc_budget is not None and (
+            isinstance(doc_budget, bool) or not isinstance(doc_budget, int) or not 1 <= doc_budget <= available
+        ):
+            raise ValueError(
+                f"doc_budget={doc_budget!r} is out of range: this model makes 1..{available} document vectors"
+            )
+        manifest = IndexManifest(
+            name=name,
+            model=os.fspath(model),
+            model_fingerprint=model_fingerprint(model_path),
+            backend=backend,
+            dim=embedder.dim,
+            doc_budget=doc_budget or available,
+            query_vectors=embedder.num_vectors("query"),
+            backend_options=dict(backend_options or {}),
+            query_instruction=query_instruction,
+            document_instruction=document_instruction,
+            created_at=now(),
+            mmcascade_version=_version(),
+        )
+        if folder.exists():  # a create that was killed before its manifest: start over
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        store = backend_class.create(folder / STORE_DIR, _spec(manifest), **manifest.backend_options)
+        manifest.save(folder)
+        return cls(folder, manifest, store, embedder)
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        *,
+        model: str | os.PathLike | None = None,
+        data_dir: str | os.PathLike | None = None,
+        backend_options: dict[str, Any] | None = None,
+        embedder: Embedder | None = None,
+    ) -> Index:
+        """Open index ``name``. ``model``, if given, must be the model that built it (checked by fingerprint)."""
+        folder = index_folder(name, data_dir)
+        if not (folder / MANIFEST_NAME).is_file():
+            available = list_indexes(folder.parent)
+            hint = f"existing indexes: {', '.join(available)}" if available else "there are no indexes there yet"
+            raise FileNotFoundError(
+                f"no index named {name!r} in {folder.parent} ({hint}); build one with `mmcascade index build {name} --input PATH`"
+            )
+        manifest = IndexManifest.load(folder)
+        if model is not None:
+            fingerprint = model_fingerprint(_resolve_model(model))
+            if fingerprint != manifest.model_fingerprint:
+                raise ValueError(
+                    f"index {name!r} was built with model {manifest.model!r} (fingerprint {manifest.model_fingerprint}); "
+                    f"{os.fspath(model)!r} is a different model (fingerprint {fingerprint}). Search with the model "
+                    "that built the index, or build a new index with this one"
+                )
+        options = {**manifest.backend_options, **(backend_options or {})}
+        store = get_backend(manifest.backend).open(folder / STORE_DIR, _spec(manifest), **options)
+        return cls(folder, manifest, store, embedder)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model that built the index, loaded on first use and checked against the manifest."""
+        if self._embedder is None:
+            fingerprint = model_fingerprint(_resolve_model(self.manifest.model))
+            if fingerprint != self.manifest.model_fingerprint:
+                raise ValueError(
+                    f"the model {self.manifest.model!r} changed since index {self.name!r} was built (fingerprint "
+                    f"{fingerprint}, index built with {self.manifest.model_fingerprint}); rebuild the index"
+                )
+            self._embedder = _load_embedder(self.manifest.model)
+        return self._embedder
+
+    # ----------------------------------------------------------------- writing
+    def add(
+        self,
+        items: Sequence[Any],
+        *,
+        ids: Sequence[str],
+        payloads: Sequence[Payload] | None = None,
+        batch_size: int = 16,
+    ) -> int:
+        """Encode ``items`` as documents and upsert them under ``ids``; returns how many were added."""
+        if len(ids) != len(items):
+            raise ValueError(f"got {len(ids)} ids for {len(items)} items")
+        with self._write_lock():
+            vectors = self._encode_documents(list(items), batch_size)
+            self.store.add(list(ids), vectors, payloads)
+            self.store.flush()
+        return len(ids)
+
+    def build(
+        self,
+        records: Iterable[SourceRecord | SkippedRecord],
+        *,
+        batch_size: int = 16,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> BuildReport:
+        """Add the records not yet indexed, in batches; bad records are skipped and reported.
+
+        Every batch is durable once added, so a killed build resumes by running it again: ids already
+        in the index are skipped without decoding their files.
+        """
+        report = BuildReport()
+        with self._write_lock():
+            for chunk in _chunks(records, _EXISTENCE_CHECK_CHUNK):
+                sources = [record for record in chunk if isinstance(record, SourceRecord)]
+                report.skipped.extend(record for record in chunk if isinstance(record, SkippedRecord))
+                present = self.store.contains([record.id for record in sources])
+                missing = _unique_by_id([record for record, found in zip(sources, present, strict=True) if not found])
+                report.already_indexed += len(sources) - len(missing)
+                if on_progress:
+                    on_progress(len(chunk) - len(missing))
+                for start in range(0, len(missing), batch_size):
+                    batch = missing[start : start + batch_size]
+                    report.added += self._add_batch(batch, report)
+                    if on_progress:
+                        on_progress(len(batch))
+            self.store.flush()
+            optimize = getattr(self.store, "optimize", None)
+            if optimize is not None:
+                optimize()
+        return report
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id; returns how many were removed."""
+        with self._write_lock():
+            removed = self.store.delete(list(ids))
+            self.store.flush()
+        return removed
+
+    # ----------------------------------------------------------------- reading
+    def count(self) -> int:
+        return self.store.count()
+
+    def search(
+        self, query: Any, *, top_k: int = 10, query_budget: int | None = None, instruction: str | None = None
+    ) -> list[SearchHit]:
+        """Top-``top_k`` documents for one query (text, image or both), best first."""
+        return self.search_many([query], top_k=top_k, query_budget=query_budget, instruction=instruction)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[Any],
+        *,
+        top_k: int = 10,
+        query_budget: int | None = None,
+        instruction: str | None = None,
+        batch_size: int = 16,
+    ) -> list[list[SearchHit]]:
+        """:meth:`search` for several queries, encoded in batches."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int; got {top_k!r}")
+        if query_budget is not None and (
+            isinstance(query_budget, bool)
+            or not isinstance(query_budget, int)
+            or not 1 <= query_budget <= self.manifest.query_vectors
+        ):
+            raise ValueError(
+                f"query_budget={query_budget!r} is out of range for index {self.name!r}: "
+                f"its model makes 1..{self.manifest.query_vectors} query vectors"
+            )
+        vectors = self.embedder.encode_queries(
+            list(queries),
+            batch_size=batch_size,
+            query_budget=query_budget,
+            instruction=instruction or self.manifest.query_instruction,
+        )
+        if vectors.ndim == 2:
+            vectors = vectors.unsqueeze(1)  # (n, 1, dim): single-vector models
+        return self.store.search(vectors, top_k)
+
+    def info(self) -> dict[str, Any]:
+        """The manifest plus the live document count and the bytes on disk."""
+        from dataclasses import asdict
+
+        return {
+            **asdict(self.manifest),
+            "count": self.count(),
+            "folder": str(self.folder),
+            "bytes_on_disk": folder_bytes(self.folder),
+        }
+
+    # ----------------------------------------------------------------- internals
+    def _add_batch(self, batch: list[SourceRecord], report: BuildReport) -> int:
+        loaded, items = [], []
+        for record in batch:
+            try:
+                items.append(record.load())
+                loaded.append(record)
+            except (ValueError, FileNotFoundError, OSError) as error:
+                report.skipped.append(SkippedRecord(record.source, str(error)))
+        if not loaded:
+            return 0
+        try:
+            vectors = self._encode_documents(items, len(items))
+        except ValueError:
+            return self._add_one_by_one(loaded, items, report)
+        self.store.add([record.id for record in loaded], vectors, [record.payload for record in loaded])
+        return len(loaded)
+
+    def _add_one_by_one(self, records: list[SourceRecord], items: list[Any], report: BuildReport) -> int:
+        """A batch the model refused: find the culprit(s), keep the rest."""
+        added = 0
+        for record, item in zip(records, items, strict=True):
+            try:
+                vectors = self._encode_documents([item], 1)
+            except ValueError as error:
+                report.skipped.append(SkippedRecord(record.source, f"the model cannot encode it: {error}"))
+                continue
+            self.store.add([record.id], vectors, [record.payload])
+            added += 1
+        return added
+
+    def _encode_documents(self, items: list[Any], batch_size: int):
+        vectors = self.embedder.encode_documents(
+            items,
+            batch_size=batch_size,
+            doc_budget=self.manifest.doc_budget if self.embedder.is_multi_vector else None,
+            instruction=self.manifest.document_instruction,
+        )
+        return vectors.unsqueeze(1) if vectors.ndim == 2 else vectors  # (n, doc_budget, dim)
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        with (self.folder / LOCK_NAME).open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as error:
+                raise ValueError(
+                    f"index {self.name!r} is being written by another process; wait for it to finish"
+                ) from error
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def list_indexes(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names of the indexes under ``data_dir``."""
+    root = index_folder("x", data_dir).parent
+    if not root.is_dir():
+        return []
+    return sorted(folder.name for folder in root.iterdir() if (folder / MANIFEST_NAME).is_file())
+
+
+def delete_index(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Remove index ``name`` and its files; returns the folder that was removed."""
+    folder = index_folder(name, data_dir)
+    if not folder.exists():
+        raise FileNotFoundError(f"no index named {name!r} in {folder.parent}")
+    with (folder / LOCK_NAME).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise ValueError(f"index {name!r} is being written by another process; not deleting it") from error
+        (folder / MANIFEST_NAME).unlink(missing_ok=True)  # first: a half-deleted folder no longer counts as an index
+        shutil.rmtree(folder)
+    return folder
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(file.stat().st_size for file in folder.rglob("*") if file.is_file())
+
+
+def _spec(manifest: IndexManifest) -> StoreSpec:
+    return StoreSpec(dim=manifest.dim, num_vectors=manifest.doc_budget)
+
+
+def _resolve_model(model: str | os.PathLike) -> Path:
+    from mmcascade.hub import resolve_pretrained
+
+    return resolve_pretrained(model)
+
+
+def _load_embedder(model: str | os.PathLike) -> Embedder:
+    from mmcascade.embedder import Embedder
+
+    return Embedder.from_pretrained(model)
+
+
+def _version() -> str:
+    from mmcascade import __version__
+
+    return __version__
+
+
+def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _unique_by_id(records: list[SourceRecord]) -> list[SourceRecord]:
+    """The first record of each id (a collection that repeats an id indexes it once)."""
+    seen: set[str] = set()
+    unique = []
+    for record in records:
+        if record.id not in seen:
+            seen.add(record.id)
+            unique.append(record)
+    return unique

@@ -36,6 +36,7 @@ lint: install
 bench: install
 	$(PY) benchmarks/maxsim.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/index.py
 
 # Rebuild the starter model from offline parts: data, training (~20 min on 2 CPU cores), single-vector
 # baseline, held-out evaluation, model card. Installs into src/mmcascade/assets/starter.

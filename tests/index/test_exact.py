@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmcascade.index.base import StoreSpec
-from mmcascade.index.exact import ExactBackend
+from mmcascade.index.exact import ExactBackend, ExactOptions
 from mmcascade.scoring import maxsim
 
 SPEC = StoreSpec(dim=8, num_vectors=3)
@@ -67,9 +67,17 @@ def test_flush_merges_small_shards_without_changing_results(tmp_path):
     store.flush()
     assert len(list(tmp_path.glob("shard-*.safetensors"))) == 1
     assert store.search(data[:4], top_k=5) == before
+    for index in range(12, 20):  # 8 more one-document shards, merged into groups of at most 5
+        store.add([f"d{index}"], data[index % 12 : index % 12 + 1], [{"i": index}])
+    before = store.search(data[:4], top_k=8)
+    store.options = ExactOptions(compact_below=10, max_small_shards=2, merged_size=5)
+    store.flush()
+    sizes = sorted(len(shard.ids) for shard in store._shards.values())
+    assert sizes == [3, 5, 11]  # 11 already merged; 8 singles -> 5 + 3
+    assert store.search(data[:4], top_k=8) == before
     reopened = ExactBackend.open(tmp_path, SPEC)
-    assert reopened.count() == 11
-    assert reopened.search(data[:4], top_k=5) == before
+    assert reopened.count() == 19
+    assert reopened.search(data[:4], top_k=8) == before
 
 
 def test_bfloat16_storage_halves_the_bytes_and_keeps_the_ranking(tmp_path):

@@ -41,16 +41,18 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class ExactOptions:
     """``dtype``: storage and compute dtype of the vectors (float32 is the reference; bfloat16 halves the
     bytes and is ~1.7x faster on CPUs with avx512_bf16). ``compact_below``: shards with fewer documents
-    than this are merged on :meth:`ExactBackend.flush` once there are more than ``max_small_shards``."""
+    than this are merged on :meth:`ExactBackend.flush` once there are more than ``max_small_shards``,
+    into shards of at most ``merged_size`` documents."""
 
     dtype: str = "float32"
     compact_below: int = 4096
     max_small_shards: int = 16
+    merged_size: int = 16384
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"exact backend: dtype must be one of {', '.join(_DTYPES)}; got {self.dtype!r}")
-        for name in ("compact_below", "max_small_shards"):
+        for name in ("compact_below", "max_small_shards", "merged_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"exact backend: {name} must be a positive int; got {value!r}")
@@ -97,9 +99,23 @@ class ExactBackend(IndexBackend):
         return backend
 
     def flush(self) -> None:
-        small = [seq for seq, shard in self._shards.items() if len(shard.ids) < self.options.compact_below]
-        if len(small) > self.options.max_small_shards:
-            self._compact(small)
+        small = sorted(seq for seq, shard in self._shards.items() if len(shard.ids) < self.options.compact_below)
+        if len(small) <= self.options.max_small_shards:
+            return
+        # Merge into shards of up to ``merged_size`` documents: memory for a merge stays bounded (the
+        # merged copy and its serialised bytes), and no single file grows with the index.
+        group: list[int] = []
+        rows = 0
+        for seq in small:
+            size = len(self._shards[seq].ids)
+            if group and rows + size > self.options.merged_size:
+                if len(group) > 1:
+                    self._compact(group)
+                group, rows = [], 0
+            group.append(seq)
+            rows += size
+        if len(group) > 1:
+            self._compact(group)
 
     def close(self) -> None:
         self.flush()
@@ -151,17 +167,26 @@ class ExactBackend(IndexBackend):
 
     # ----------------------------------------------------------------- internals
     def _search_matrix(self) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """All live vectors in one tensor (what the scan reads), with each row's (shard, row)."""
         if self._matrix is None:
             rows = sorted(self._location.values())
             by_shard: dict[int, list[int]] = {}
             for seq, row in rows:
                 by_shard.setdefault(seq, []).append(row)
-            parts = []
-            for seq, shard_rows in by_shard.items():
-                shard = self._shards[seq]
-                whole = len(shard_rows) == len(shard.ids)
-                parts.append(shard.vectors if whole else shard.vectors[torch.tensor(shard_rows)])
-            matrix = parts[0] if len(parts) == 1 else torch.cat(parts)  # (n_docs, num_vectors, dim)
+            if len(by_shard) == 1 and len(rows) == len(self._shards[rows[0][0]].ids):
+                matrix = self._shards[rows[0][0]].vectors  # one fully live shard: no copy
+            else:
+                matrix = torch.empty((len(rows), self.spec.num_vectors, self.spec.dim), dtype=self._dtype)
+                offset = 0
+                for seq, shard_rows in by_shard.items():
+                    shard = self._shards[seq]
+                    block = matrix[offset : offset + len(shard_rows)]  # (n, num_vectors, dim)
+                    if len(shard_rows) == len(shard.ids):
+                        block.copy_(shard.vectors)
+                        shard.vectors = block  # held once: the shard's own copy is freed as we go
+                    else:  # stale rows stay in the shard until it is rewritten
+                        torch.index_select(shard.vectors, 0, torch.tensor(shard_rows), out=block)
+                    offset += len(shard_rows)
             self._matrix = (matrix, rows)
         return self._matrix
 
@@ -242,12 +267,18 @@ class ExactBackend(IndexBackend):
 
     def _compact(self, seqs: list[int]) -> None:
         """Merge small shards into one; their live rows move, nothing else changes."""
-        live = [(doc_id, location) for doc_id, location in self._location.items() if location[0] in seqs]
+        merging = set(seqs)
+        live = [(doc_id, location) for doc_id, location in self._location.items() if location[0] in merging]
         live.sort(key=lambda pair: pair[1])
         if live:
             ids = [doc_id for doc_id, _ in live]
             payloads = [self._shards[seq].payloads[row] for _, (seq, row) in live]
-            vectors = torch.stack([self._shards[seq].vectors[row] for _, (seq, row) in live])
+            rows_by_shard: dict[int, list[int]] = {}
+            for _, (seq, row) in live:
+                rows_by_shard.setdefault(seq, []).append(row)
+            vectors = torch.cat(
+                [self._shards[seq].vectors[torch.tensor(rows)] for seq, rows in rows_by_shard.items()]
+            )  # (n_live, num_vectors, dim), in the order of ``live``
             merged = self._write_shard(ids, payloads, vectors)  # the merged copy is newest: it wins on load
             for row, doc_id in enumerate(ids):
                 self._location[doc_id] = (merged, row)

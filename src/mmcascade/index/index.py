@@ -212,8 +212,10 @@ class Index:
                 sources = [record for record in chunk if isinstance(record, SourceRecord)]
                 report.skipped.extend(record for record in chunk if isinstance(record, SkippedRecord))
                 present = self.store.contains([record.id for record in sources])
-                missing = _unique_by_id([record for record, found in zip(sources, present, strict=True) if not found])
-                report.already_indexed += len(sources) - len(missing)
+                absent = [record for record, found in zip(sources, present, strict=True) if not found]
+                missing, repeats = _split_repeated_ids(absent)
+                report.skipped.extend(repeats)
+                report.already_indexed += len(sources) - len(absent)
                 if on_progress:
                     on_progress(len(chunk) - len(missing))
                 for start in range(0, len(missing), batch_size):
@@ -365,7 +367,8 @@ def delete_index(name: str, data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(file.stat().st_size for file in folder.rglob("*") if file.is_file())
+    """Bytes the folder's files occupy on disk (allocated blocks: Qdrant preallocates sparse files)."""
+    return sum(file.stat().st_blocks * 512 for file in folder.rglob("*") if file.is_file())
 
 
 def _spec(manifest: IndexManifest) -> StoreSpec:
@@ -401,12 +404,14 @@ def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _unique_by_id(records: list[SourceRecord]) -> list[SourceRecord]:
-    """The first record of each id (a collection that repeats an id indexes it once)."""
-    seen: set[str] = set()
-    unique = []
+def _split_repeated_ids(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[SkippedRecord]]:
+    """The first record of each id, and the later ones as skipped (a collection that repeats an id indexes it once)."""
+    first: dict[str, SourceRecord] = {}
+    repeats = []
     for record in records:
-        if record.id not in seen:
-            seen.add(record.id)
-            unique.append(record)
-    return unique
+        if record.id in first:
+            reason = f"id {record.id!r} repeats {first[record.id].source}; only the first is indexed"
+            repeats.append(SkippedRecord(record.source, reason))
+        else:
+            first[record.id] = record
+    return list(first.values()), repeats

@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch first (pinned): an unpinned torch would resolve to a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,train,starter,qdrant]"
+	$(PY) -m pip install -q -e ".[dev,train,starter,qdrant,eval]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -37,6 +37,7 @@ bench: install
 	$(PY) benchmarks/maxsim.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/index.py
+	$(PY) benchmarks/eval_budgets.py
 
 # Rebuild the starter model from offline parts: data, training (~20 min on 2 CPU cores), single-vector
 # baseline, held-out evaluation, model card. Installs into src/mmcascade/assets/starter.

@@ -116,6 +116,36 @@ def demo(
         run_demo(data_dir=data_dir, backend=backend)
 
 
+@app.command("eval")
+def evaluate(
+    config: Path = typer.Argument(None, help="Eval yaml in VLM2Vec's format (default: the bundled mini benchmark)."),
+    model: str = typer.Option("starter", help="Embedder folder, Hub id, or 'starter'."),
+    out: Path = typer.Option(None, help="Output folder (default: eval-results/<model name>)."),
+    budgets: str = typer.Option(None, help="Budgets as QxD pairs, e.g. 1x1,2x4,4x8,8x16,16x64 (default: those)."),
+    datasets: str = typer.Option(None, help="Comma-separated dataset names (default: all in the config)."),
+    ties: str = typer.Option("pessimistic", help="pessimistic (default), optimistic or random."),
+    data_root: Path = typer.Option(None, help="Root of the config's relative paths (default: the config's folder)."),
+    batch_size: int = typer.Option(16, min=1, help="Items encoded per batch."),
+    seed: int = typer.Option(0, help="Seed of random tie breaking."),
+) -> None:
+    """Evaluate a model on MMEB-V2-format datasets at several budgets; resumable, cached, reported."""
+    from mmcascade.cli.errors import exit_on_user_error
+    from mmcascade.cli.evaluate import run_eval_command
+
+    with exit_on_user_error():
+        run_eval_command(
+            config,
+            model=model,
+            out=out,
+            budgets=budgets,
+            datasets=datasets,
+            ties=ties,
+            data_root=data_root,
+            batch_size=batch_size,
+            seed=seed,
+        )
+
+
 _register_subcommands()
 
 if __name__ == "__main__":

@@ -1,0 +1,231 @@
+"""``mmcascade eval``: encode each dataset once, score every budget from the cached vectors, report.
+
+Output folder::
+
+    <out>/cache/<Dataset>/                      vectors.safetensors + cache.json (reused on resume)
+    <out>/<budget>/<modality>/<Dataset>_pred.jsonl   per query: prediction (ranked names), label, rel_scores
+    <out>/<budget>/<modality>/<Dataset>_score.json   VLM2Vec's keys (hit@k, ndcg_linear@k, ... num_pred, num_data)
+    <out>/<budget>/<model>.json                 VLM2Vec's report: {"metadata", "metrics": {modality: {dataset: scores}}}
+    <out>/summary.json, report.md, budget_scaling.png
+
+Resuming after a kill is per dataset: a dataset's vectors are reused when model, data and encoder
+settings match (its fingerprint); scoring is cheap and always redone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmcascade.evaluation.budgets import DEFAULT_BUDGETS, budget_label, check_budgets
+from mmcascade.evaluation.dataset_scoring import DatasetResult, score_dataset
+from mmcascade.evaluation.encode_cache import dataset_fingerprint, load_or_encode
+from mmcascade.evaluation.metrics import TiePolicy
+from mmcascade.evaluation.mmeb.config import DatasetConfig, load_configs
+from mmcascade.evaluation.mmeb.dataset import EvalDataset
+from mmcascade.evaluation.report import (
+    BudgetSummary,
+    DatasetSummary,
+    write_json,
+    write_jsonl,
+    write_summary,
+    write_vlm2vec_report,
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class EvalRun:
+    """What :func:`run_eval` did: per-budget summaries, skipped datasets, reader problems, timings."""
+
+    out_dir: Path
+    budgets: list[BudgetSummary]
+    skipped: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    encoded_from_cache: list[str] = field(default_factory=list)
+    encoding_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+
+
+def run_eval(
+    config: str | os.PathLike | Sequence[DatasetConfig],
+    model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    budgets: Sequence[tuple[int, int]] | None = None,
+    datasets: Sequence[str] | None = None,
+    data_root: str | os.PathLike | None = None,
+    ties: TiePolicy = "pessimistic",
+    batch_size: int = 16,
+    seed: int = 0,
+    embedder: Any = None,
+    log: Log = print,
+) -> EvalRun:
+    """Evaluate ``model`` on the datasets of ``config`` at every budget; see the module docstring.
+
+    Args:
+        config: an eval yaml (VLM2Vec's format) or parsed configs.
+        data_root: where the yaml's relative paths point (default: the yaml's folder).
+        budgets: ``(query, document)`` vector counts (multi-vector models; default MetaEmbed's five groups
+            that fit the model). Single-vector models are scored once, as ``single``.
+        datasets: evaluate only these dataset names.
+        ties: ``pessimistic`` (default), ``optimistic`` or ``random`` (seeded by ``seed``).
+    """
+    from mmcascade.embedder import Embedder
+    from mmcascade.hub import resolve_pretrained
+    from mmcascade.index.manifest import model_fingerprint
+
+    configs, root = _configs(config, data_root)
+    if datasets:
+        known = {entry.name for entry in configs}
+        unknown = sorted(set(datasets) - known)
+        if unknown:
+            raise ValueError(f"unknown datasets {unknown}; the config has {sorted(known)}")
+        configs = [entry for entry in configs if entry.name in set(datasets)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = model_fingerprint(resolve_pretrained(model))
+    embedder = embedder or Embedder.from_pretrained(model)
+    budget_list = _budgets(embedder, budgets)
+    model_name = Path(os.fspath(model)).name or os.fspath(model)
+    run = EvalRun(out_dir=out_dir, budgets=[BudgetSummary(budget_label(budget)) for budget in budget_list])
+    results: dict[str, dict[str, DatasetResult]] = {label.budget: {} for label in run.budgets}
+    loaded: list[EvalDataset] = []
+    for entry in configs:
+        dataset = _read(entry, root, run, log)
+        if dataset is None:
+            continue
+        started = time.perf_counter()
+        try:
+            encoded = load_or_encode(
+                dataset,
+                embedder,
+                out_dir / "cache" / entry.name,
+                dataset_fingerprint(dataset, fingerprint),
+                batch_size=batch_size,
+                on_progress=log,
+            )
+        except (ValueError, FileNotFoundError, OSError) as error:
+            run.skipped[entry.name] = f"could not encode: {error}"
+            log(f"{entry.name}: skipped ({error})")
+            continue
+        run.encoding_seconds += time.perf_counter() - started
+        if encoded.from_cache:
+            run.encoded_from_cache.append(entry.name)
+            log(f"{entry.name}: vectors from the cache")
+        for budget, summary in zip(budget_list, run.budgets, strict=True):
+            result = score_dataset(dataset, encoded, budget, ties=ties, seed=seed, main_metric=dataset.main_metric)
+            run.scoring_seconds += result.scoring_seconds
+            if result.problems:
+                run.problems.setdefault(entry.name, []).extend(
+                    problem for problem in result.problems if problem not in run.problems.get(entry.name, [])
+                )
+            if not result.predictions:
+                run.skipped[entry.name] = "no query could be scored (see the problems list)"
+                break
+            results[summary.budget][entry.name] = result
+            _write_dataset_files(out_dir / summary.budget / dataset.modality, entry.name, result)
+            summary.datasets.append(
+                DatasetSummary(
+                    name=entry.name,
+                    modality=dataset.modality,
+                    meta_task=dataset.meta_task,
+                    main_metric=dataset.main_metric,
+                    main_score=result.scores[dataset.main_metric],
+                    num_pred=int(result.scores["num_pred"]),
+                    num_data=int(result.scores["num_data"]),
+                    n_tied=result.n_tied,
+                    scoring_ms_per_query=1000 * result.scoring_seconds / max(1, result.scores["num_pred"]),
+                    chance=result.chance,
+                )
+            )
+        else:
+            loaded.append(dataset)
+            log(
+                f"{entry.name}: "
+                + ", ".join(f"{s.budget} {s.datasets[-1].main_score:.3f}" for s in run.budgets if s.datasets)
+            )
+    _drop_partial(run)
+    metadata = {
+        "model": os.fspath(model),
+        "model_fingerprint": fingerprint,
+        "ties": ties,
+        "seed": seed,
+        "budgets": [summary.budget for summary in run.budgets],
+        "mmcascade_version": _version(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for budget, summary in zip(budget_list, run.budgets, strict=True):
+        summary.bytes_per_document = (budget[1] if budget else 1) * embedder.dim * 4
+        by_modality: dict[str, dict[str, dict[str, float]]] = {}
+        for dataset in loaded:
+            if dataset.name in results[summary.budget]:
+                by_modality.setdefault(dataset.modality, {})[dataset.name] = results[summary.budget][
+                    dataset.name
+                ].scores
+        write_vlm2vec_report(
+            out_dir / summary.budget / f"{model_name}.json", {**metadata, "budget": summary.budget}, by_modality
+        )
+    write_summary(out_dir, model_name, run.budgets, run.skipped, {**metadata, "problems": run.problems})
+    return run
+
+
+def _configs(
+    config: str | os.PathLike | Sequence[DatasetConfig], data_root: str | os.PathLike | None
+) -> tuple[list[DatasetConfig], Path]:
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        return load_configs(path), Path(data_root) if data_root is not None else path.parent
+    if data_root is None:
+        raise ValueError("pass data_root with parsed configs")
+    return list(config), Path(data_root)
+
+
+def _budgets(embedder: Any, budgets: Sequence[tuple[int, int]] | None) -> list[tuple[int, int] | None]:
+    if not embedder.is_multi_vector:
+        return [None]
+    query_vectors, document_vectors = embedder.num_vectors("query"), embedder.num_vectors("document")
+    if budgets is None:
+        return [budget for budget in DEFAULT_BUDGETS if budget[0] <= query_vectors and budget[1] <= document_vectors]
+    check_budgets(list(budgets), query_vectors, document_vectors)
+    return list(budgets)
+
+
+def _read(entry: DatasetConfig, root: Path, run: EvalRun, log: Log) -> EvalDataset | None:
+    from mmcascade.evaluation.mmeb.readers import read_dataset
+
+    try:
+        dataset = read_dataset(entry, root)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        run.skipped[entry.name] = str(error)
+        log(f"{entry.name}: skipped ({error})")
+        return None
+    if dataset.problems:
+        run.problems[entry.name] = list(dataset.problems)
+        log(f"{entry.name}: {len(dataset.problems)} record(s) skipped by the reader, e.g. {dataset.problems[0]}")
+    if not dataset.queries:
+        run.skipped[entry.name] = "no usable query"
+        return None
+    return dataset
+
+
+def _write_dataset_files(folder: Path, name: str, result: DatasetResult) -> None:
+    write_jsonl(folder / f"{name}_pred.jsonl", result.predictions)
+    write_json(folder / f"{name}_score.json", result.scores)
+
+
+def _drop_partial(run: EvalRun) -> None:
+    """A dataset skipped at some budget is dropped from every budget, so averages compare like with like."""
+    for summary in run.budgets:
+        summary.datasets = [entry for entry in summary.datasets if entry.name not in run.skipped]
+
+
+def _version() -> str:
+    from mmcascade import __version__
+
+    return __version__

@@ -67,7 +67,28 @@ def starter_base_folder() -> Path:
     return cache
 
 
-ALIASES = {"starter": starter_embedder_folder, "starter-base": starter_base_folder}
+def starter_reasoner_base_folder() -> Path:
+    """An untrained starter reasoner (packaged SmolLM2 + EfficientNet-Lite0, fresh seeded projector), built once."""
+    from mmcascade.backbones.starter_reasoner.components import cache_root
+    from mmcascade.backbones.starter_reasoner.modeling_starter_reasoner import StarterReasonerBackbone
+
+    cache = cache_root() / "starter-reasoner-base"
+    if not (cache / "config.json").is_file():
+        import torch
+
+        from mmcascade.utils.fs import atomic_directory
+
+        with torch.random.fork_rng(), atomic_directory(cache) as staging:
+            torch.manual_seed(0)
+            StarterReasonerBackbone.from_components().save_pretrained(staging)
+    return cache
+
+
+ALIASES = {
+    "starter": starter_embedder_folder,
+    "starter-base": starter_base_folder,
+    "starter-reasoner-base": starter_reasoner_base_folder,
+}
 
 
 def _looks_like_path(text: str) -> bool:

@@ -54,3 +54,28 @@ def test_a_missing_config_is_named(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "eval config not found" in result.output
+
+
+def test_eval_with_think_embeds_traces_and_caches_them(mini, tmp_path, monkeypatch):
+    from mmcascade.backbones.testing import build_tiny_checkpoint
+    from mmcascade.reasoner import TraceCache
+
+    monkeypatch.setenv("MMCASCADE_CACHE", str(tmp_path / "cache"))
+    reasoner = tmp_path / "tiny-qwen2-vl"
+    build_tiny_checkpoint("qwen2_vl", reasoner)
+    out = tmp_path / "out"
+    base = ["eval", str(mini / "mmeb.yaml"), "--out", str(out), "--budgets", "1x1", "--datasets", "MiniDigits-CLS"]
+    plain = runner.invoke(app, base)
+    assert plain.exit_code == 0, plain.output
+    think = [*base, "--think", "--reasoner", str(reasoner), "--think-tokens", "3"]
+    first = runner.invoke(app, think)
+    assert first.exit_code == 0, first.output
+    assert "reasoning about" in first.output
+    assert "0 dataset(s) from the cache" in first.output  # traces change the queries: no stale vectors
+    with TraceCache(tmp_path / "cache" / "traces.sqlite") as cache:
+        n_traces = len(cache)
+    assert n_traces > 0
+    again = runner.invoke(app, think)
+    assert "1 dataset(s) from the cache" in again.output
+    with TraceCache(tmp_path / "cache" / "traces.sqlite") as cache:
+        assert len(cache) == n_traces

@@ -26,6 +26,23 @@ class BackboneOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + every layer, when asked for
 
 
+@dataclass
+class TextDecoder:
+    """The text decoder's layers and shape, for heads that copy its last layers (Qwen2-style layers:
+    RMSNorm -> GQA attention with q/k/v/o projections and RoPE -> RMSNorm -> SwiGLU MLP)."""
+
+    layers: list[nn.Module]  # every decoder layer, first to last
+    final_norm: nn.Module  # the RMSNorm after the last layer
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    attention_bias: bool  # q/k/v projections have a bias (Qwen2), or not (Qwen3)
+    qk_norm: bool  # per-head RMSNorm on queries and keys (Qwen3)
+
+
 class Backbone(nn.Module, abc.ABC):
     """A vision-language model plus its input processing.
 
@@ -77,12 +94,36 @@ class Backbone(nn.Module, abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot look up token embeddings")
 
     @property
+    def num_hidden_layers(self) -> int:
+        """Number of text decoder layers (``hidden_states`` has one more entry: the embeddings)."""
+        return len(self.text_decoder().layers)
+
+    def text_decoder(self) -> TextDecoder:
+        """The text decoder's layers and shape (heads initialised from the backbone's last layers use it)."""
+        raise ValueError(
+            f"the {self.family} backbone does not expose its text decoder layers, so a head cannot be "
+            "initialised from them; use a Qwen-VL backbone or pass init_from_backbone=False"
+        )
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+    def generate(
+        self,
+        items: Sequence[Item],
+        *,
+        systems: Sequence[str | None] | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> list[str]:
+        """Generated continuations of each item's chat prompt (generative backbones only)."""
+        raise ValueError(f"the {self.family} backbone cannot generate text; use a generative VLM as reasoner")
 
     def estimate_length(self, item: Item) -> int:
         """A cheap sequence-length estimate used to batch items of similar length together."""

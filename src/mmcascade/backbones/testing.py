@@ -150,3 +150,35 @@ def build_tiny_checkpoint(
     tokenizer.save_pretrained(directory)
     image_processor.save_pretrained(directory)
     return directory
+
+
+def build_tiny_llama(
+    directory: str | os.PathLike, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0
+) -> Path:
+    """Save a randomly initialised Llama causal LM with a ChatML tokenizer: a stand-in for SmolLM2 in tests
+    (pass the folder as the starter reasoner's ``lm_source``)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    head_dim = 16
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=hidden_size // head_dim,
+        num_key_value_heads=max(1, hidden_size // head_dim // 2),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e5},
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory

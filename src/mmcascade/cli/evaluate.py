@@ -19,6 +19,10 @@ def run_eval_command(
     data_root: Path | None,
     batch_size: int,
     seed: int,
+    think: bool = False,
+    reasoner: str | None = None,
+    reasoner_url: str | None = None,
+    think_tokens: int = 256,
 ) -> None:
     from mmcascade.evaluation.budgets import parse_budgets
     from mmcascade.evaluation.harness import run_eval
@@ -33,6 +37,16 @@ def run_eval_command(
         config = folder / "mmeb.yaml"
         console.print(f"no config given: the bundled mini benchmark in {escape(str(folder))}")
     out = out or Path("eval-results") / (Path(model).name or model)
+    thinking = {}
+    if think:
+        from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path
+        from mmcascade.reasoner.factory import make_reasoner
+
+        thinking = {
+            "reasoner": make_reasoner(reasoner, url=reasoner_url),
+            "think_settings": GenerationSettings(max_new_tokens=think_tokens),
+            "trace_cache": TraceCache(default_trace_cache_path()),
+        }
     run = run_eval(
         config,
         model,
@@ -44,6 +58,7 @@ def run_eval_command(
         batch_size=batch_size,
         seed=seed,
         log=lambda line: console.print(escape(line), highlight=False),
+        **thinking,
     )
     print((run.out_dir / "report.md").read_text())
     console.print(

@@ -18,10 +18,11 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
-    from mmcascade.cli import index, train
+    from mmcascade.cli import index, serve, train
 
     app.add_typer(index.app, name="index")
     app.add_typer(train.app, name="train")
+    app.add_typer(serve.app, name="serve")
 
 
 @app.callback()
@@ -82,6 +83,15 @@ def search(
     as_json: bool = typer.Option(False, "--json", help='Print a JSON list of {"id", "score", "rank", "payload"}.'),
     model: str = typer.Option(None, help="Refuse to search unless the index was built with this model."),
     data_dir: Path = typer.Option(None, help="Where indexes live (default: $MMCASCADE_DATA_DIR or the user cache)."),
+    think: bool = typer.Option(
+        False, "--think", help="Think-Then-Embed: a reasoner writes a trace the query is embedded with."
+    ),
+    reasoner: str = typer.Option(
+        None, help="Reasoner: a local VLM folder / Hub id, or the served model with --reasoner-url."
+    ),
+    reasoner_url: str = typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
+    think_tokens: int = typer.Option(256, help="Reasoning token budget."),
+    task: str = typer.Option("retrieval", help="Prompt kind: retrieval, classification, vqa, grounding, document."),
 ) -> None:
     """Search index NAME by text, image, or both."""
     from mmcascade.cli.errors import exit_on_user_error
@@ -98,6 +108,11 @@ def search(
             as_json=as_json,
             model=model,
             data_dir=data_dir,
+            think=think,
+            reasoner=reasoner,
+            reasoner_url=reasoner_url,
+            think_tokens=think_tokens,
+            task=task,
         )
 
 
@@ -127,6 +142,12 @@ def evaluate(
     data_root: Path = typer.Option(None, help="Root of the config's relative paths (default: the config's folder)."),
     batch_size: int = typer.Option(16, min=1, help="Items encoded per batch."),
     seed: int = typer.Option(0, help="Seed of random tie breaking."),
+    think: bool = typer.Option(False, "--think", help="Think-Then-Embed: embed each query with a reasoner's trace."),
+    reasoner: str = typer.Option(
+        None, help="Reasoner: a local VLM folder / Hub id, or the served model with --reasoner-url."
+    ),
+    reasoner_url: str = typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
+    think_tokens: int = typer.Option(256, help="Reasoning token budget."),
 ) -> None:
     """Evaluate a model on MMEB-V2-format datasets at several budgets; resumable, cached, reported."""
     from mmcascade.cli.errors import exit_on_user_error
@@ -143,6 +164,10 @@ def evaluate(
             data_root=data_root,
             batch_size=batch_size,
             seed=seed,
+            think=think,
+            reasoner=reasoner,
+            reasoner_url=reasoner_url,
+            think_tokens=think_tokens,
         )
 
 

@@ -24,15 +24,50 @@ def run_search(
     as_json: bool,
     model: str | None = None,
     data_dir: str | os.PathLike | None = None,
+    think: bool = False,
+    reasoner: str | None = None,
+    reasoner_url: str | None = None,
+    think_tokens: int = 256,
+    task: str = "retrieval",
 ) -> list[SearchHit]:
     query = make_query(text, image)
+    trace = None
     with Index.open(name, model=model, data_dir=data_dir) as index:
-        hits = index.search(query, top_k=top_k, query_budget=query_budget, instruction=instruction)
+        if think:
+            trace = think_about(
+                query, index.manifest.query_instruction, instruction, reasoner, reasoner_url, think_tokens, task
+            )
+        hits = index.search(query, top_k=top_k, query_budget=query_budget, instruction=instruction, trace=trace)
     if as_json:
         print(json.dumps(hits_as_json(hits), indent=2))
     else:
         Console().print(hits_table(hits, title=f"{name}: {describe_query(text, image)}"))
     return hits
+
+
+def think_about(
+    query: dict,
+    stored_instruction: str | None,
+    instruction: str | None,
+    reasoner: str | None,
+    reasoner_url: str | None,
+    think_tokens: int,
+    task: str,
+):
+    """The query's reasoning trace (cached in the trace cache); printed to stderr."""
+    from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path, reason
+    from mmcascade.reasoner.factory import make_reasoner
+
+    settings = GenerationSettings(max_new_tokens=think_tokens)
+    model = make_reasoner(reasoner, url=reasoner_url)
+    item = {**query, "instruction": instruction or stored_instruction} if (instruction or stored_instruction) else query
+    with TraceCache(default_trace_cache_path()) as cache:
+        (trace,) = reason(model, [item], task=task, settings=settings, cache=cache)
+    console = Console(stderr=True)
+    console.print(f"[bold]reasoning[/] ({model.model_id}): {escape(trace.answer or trace.think)}")
+    if trace.problem:
+        console.print(f"[yellow]trace: {escape(trace.problem)}[/]")
+    return trace
 
 
 def make_query(text: str | None, image: Path | None) -> dict:

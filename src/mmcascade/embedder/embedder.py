@@ -24,7 +24,7 @@ from mmcascade.backbones import Backbone, load_backbone
 from mmcascade.backbones.base import BatchInputs
 from mmcascade.data.items import as_items
 from mmcascade.embedder.heads import Head, Side, build_head, load_head
-from mmcascade.embedder.heads.base import check_side
+from mmcascade.embedder.heads.base import check_side, head_class_for
 from mmcascade.hub import resolve_pretrained
 from mmcascade.scoring import cosine, maxsim
 from mmcascade.utils.fs import atomic_directory
@@ -61,6 +61,8 @@ class Embedder(nn.Module):
             raise ValueError(
                 f"head hidden_size {head.config.hidden_size} does not match the backbone's {backbone.hidden_size}"
             )
+        if head.source_layer is not None:
+            _check_source_layer(head.source_layer, backbone)
         self.backbone = backbone
         self.head = head
         self.config = config or EmbedderConfig(backbone_family=backbone.family, head_type=head.head_type)
@@ -84,7 +86,9 @@ class Embedder(nn.Module):
         Args:
             name_or_path: an mmcascade folder (with ``mmcascade.json``), a Hugging Face VLM folder, or a Hub id.
             head: for a plain VLM checkpoint, the head to attach: ``"last_token"`` (default), ``"mean"``,
-                ``"meta_tokens"`` (freshly initialised: train it before use), or a :class:`Head`.
+                ``"meta_tokens"`` (freshly initialised: train it before use), ``"attention_pooler"``,
+                ``"self_attention"`` (unified Think-Then-Embed head: its decoder layers start as copies of the
+                backbone's last layers; keep the backbone frozen so it still reasons), or a :class:`Head`.
             head_options: options of a new head (e.g. ``{"num_query_tokens": 16, "projection_dim": 128}``).
             dtype: weights dtype (default float32).
             device: where to put the model.
@@ -108,10 +112,14 @@ class Embedder(nn.Module):
             if isinstance(head, Head):
                 new_head = head
             else:
-                new_head = build_head(head or "last_token", backbone.hidden_size, **(head_options or {}))
+                head_type = head or "last_token"
+                options = {**head_class_for(head_type).options_from_backbone(backbone), **(head_options or {})}
+                new_head = build_head(head_type, backbone.hidden_size, **options)
                 init_token = getattr(new_head.config, "init_token", None)
                 if init_token is not None:
                     new_head.initialise_from(backbone.token_embedding(init_token))
+                if getattr(new_head.config, "init_from_backbone", False):
+                    new_head.initialise_from_backbone(backbone)
             embedder = cls(backbone, new_head)
         embedder.head.to(embedder.backbone.dtype)
         if device is not None:
@@ -155,8 +163,14 @@ class Embedder(nn.Module):
     def forward(self, inputs: BatchInputs, side: Side) -> torch.Tensor:
         """``(B, n_vectors, dim)`` vectors for tokenised inputs; differentiable."""
         check_side(side)
-        output = self.backbone(inputs, appended_embeddings=self.head.appended_embeddings(side))
-        return self.head(output.last_hidden_state, output.attention_mask, side)
+        source_layer = self.head.source_layer
+        output = self.backbone(
+            inputs,
+            appended_embeddings=self.head.appended_embeddings(side),
+            output_hidden_states=source_layer is not None,
+        )
+        states = output.last_hidden_state if source_layer is None else output.hidden_states[source_layer]
+        return self.head(states, output.attention_mask, side)
 
     # ----------------------------------------------------------------- encoding
     def encode_queries(
@@ -168,8 +182,17 @@ class Embedder(nn.Module):
         instruction: str | None = None,
         show_progress: bool = False,
         convert_to: OutputFormat = "torch",
+        traces: Sequence[Any] | None = None,
+        trace_mode: str = "answer",
     ) -> torch.Tensor | np.ndarray:
-        """Encode queries. ``query_budget`` keeps the first k vectors (Matryoshka prefix)."""
+        """Encode queries. ``query_budget`` keeps the first k vectors (Matryoshka prefix).
+
+        ``traces`` (Think-Then-Embed): one reasoning trace per query (a :class:`~mmcascade.reasoner.trace.Trace`,
+        the raw generated text, or None); each query is embedded together with its trace's answer
+        (``trace_mode="answer"``) or its whole reasoning (``"full"``).
+        """
+        if traces is not None:
+            items = _with_traces(items, traces, trace_mode)
         return self._encode(items, "query", batch_size, query_budget, instruction, show_progress, convert_to)
 
     def encode_documents(
@@ -249,6 +272,35 @@ class Embedder(nn.Module):
         if not self.is_multi_vector:
             result = result[:, 0]  # (n, dim)
         return result.numpy() if convert_to == "numpy" else result
+
+
+def _check_source_layer(source_layer: int, backbone: Backbone) -> None:
+    try:
+        n_layers = backbone.num_hidden_layers
+    except ValueError:
+        return  # a backbone that does not expose its layers: indexing hidden_states will tell
+    if not -(n_layers + 1) <= source_layer <= n_layers:
+        raise ValueError(
+            f"head source_layer={source_layer} is out of range for this {n_layers}-layer backbone: valid values "
+            f"are {-(n_layers + 1)}..{n_layers} (0 = embeddings, -1 = after the final norm)"
+        )
+
+
+def _with_traces(items: Iterable[Any], traces: Sequence[Any], mode: str) -> list[Any]:
+    from mmcascade.reasoner.trace import Trace, parse_trace, with_trace
+
+    item_list = as_items(items)
+    if len(traces) != len(item_list):
+        raise ValueError(f"got {len(traces)} traces for {len(item_list)} queries: pass one per query (None for none)")
+    result = []
+    for item, trace in zip(item_list, traces, strict=True):
+        if trace is None:
+            result.append(item)
+            continue
+        if not isinstance(trace, Trace):
+            trace = parse_trace(trace)
+        result.append(with_trace(item, trace, mode))
+    return result
 
 
 def _progress(batches: list, enabled: bool, description: str) -> Iterable:

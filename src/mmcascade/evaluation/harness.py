@@ -64,6 +64,9 @@ def run_eval(
     batch_size: int = 16,
     seed: int = 0,
     embedder: Any = None,
+    reasoner: Any = None,
+    think_settings: Any = None,
+    trace_cache: Any = None,
     log: Log = print,
 ) -> EvalRun:
     """Evaluate ``model`` on the datasets of ``config`` at every budget; see the module docstring.
@@ -75,6 +78,9 @@ def run_eval(
             that fit the model). Single-vector models are scored once, as ``single``.
         datasets: evaluate only these dataset names.
         ties: ``pessimistic`` (default), ``optimistic`` or ``random`` (seeded by ``seed``).
+        reasoner: Think-Then-Embed: a :class:`~mmcascade.reasoner.Reasoner` writes a trace for every query
+            (prompt kind from the dataset's meta-task, ``think_settings`` budget, cached in ``trace_cache``),
+            and queries are embedded with it. The encode cache sees the traces, so it never mixes runs.
     """
     from mmcascade.embedder import Embedder
     from mmcascade.hub import resolve_pretrained
@@ -100,6 +106,8 @@ def run_eval(
         dataset = _read(entry, root, run, log)
         if dataset is None:
             continue
+        if reasoner is not None:
+            _think(dataset, reasoner, think_settings, trace_cache, log)
         started = time.perf_counter()
         try:
             encoded = load_or_encode(
@@ -212,6 +220,32 @@ def _read(entry: DatasetConfig, root: Path, run: EvalRun, log: Log) -> EvalDatas
         run.skipped[entry.name] = "no usable query"
         return None
     return dataset
+
+
+def _think(dataset: EvalDataset, reasoner: Any, settings: Any, cache: Any, log: Log) -> None:
+    """Replace each query item by the item with its reasoning trace (Think-Then-Embed)."""
+    from dataclasses import replace
+
+    from mmcascade.reasoner import reason, task_kind, with_trace
+
+    items = [query.item for query in dataset.queries]
+    log(f"{dataset.name}: reasoning about {len(items)} queries with {reasoner.model_id}")
+    traces = reason(reasoner, items, task=task_kind(dataset.meta_task), settings=settings, cache=cache)
+    problems = sum(1 for trace in traces if trace.problem)
+    if problems:
+        log(f"{dataset.name}: {problems} trace(s) incomplete or malformed (used as far as they go)")
+    for index, (query, trace) in enumerate(zip(dataset.queries, traces, strict=True)):
+        item = with_trace(_as_item(query.item), trace)
+        thought = {"text": item.text, "images": [str(image) for image in item.images]}
+        if item.instruction:
+            thought["instruction"] = item.instruction
+        dataset.queries[index] = replace(query, item=thought)
+
+
+def _as_item(item: dict[str, Any]):
+    from mmcascade.data.items import as_item
+
+    return as_item(item)
 
 
 def _write_dataset_files(folder: Path, name: str, result: DatasetResult) -> None:

@@ -241,10 +241,22 @@ class Index:
         return self.store.count()
 
     def search(
-        self, query: Any, *, top_k: int = 10, query_budget: int | None = None, instruction: str | None = None
+        self,
+        query: Any,
+        *,
+        top_k: int = 10,
+        query_budget: int | None = None,
+        instruction: str | None = None,
+        trace: Any = None,
     ) -> list[SearchHit]:
-        """Top-``top_k`` documents for one query (text, image or both), best first."""
-        return self.search_many([query], top_k=top_k, query_budget=query_budget, instruction=instruction)[0]
+        """Top-``top_k`` documents for one query (text, image or both), best first.
+
+        ``trace``: a reasoning trace (Think-Then-Embed) embedded with the query; see ``mmcascade.reasoner``.
+        """
+        traces = None if trace is None else [trace]
+        return self.search_many(
+            [query], top_k=top_k, query_budget=query_budget, instruction=instruction, traces=traces
+        )[0]
 
     def search_many(
         self,
@@ -254,6 +266,7 @@ class Index:
         query_budget: int | None = None,
         instruction: str | None = None,
         batch_size: int = 16,
+        traces: Sequence[Any] | None = None,
     ) -> list[list[SearchHit]]:
         """:meth:`search` for several queries, encoded in batches."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -272,6 +285,7 @@ class Index:
             batch_size=batch_size,
             query_budget=query_budget,
             instruction=instruction or self.manifest.query_instruction,
+            traces=traces,
         )
         if vectors.ndim == 2:
             vectors = vectors.unsqueeze(1)  # (n, 1, dim): single-vector models

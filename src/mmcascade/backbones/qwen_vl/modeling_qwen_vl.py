@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs
+from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs, TextDecoder
 from mmcascade.backbones.base import lookup_token_embedding as _lookup
 from mmcascade.backbones.meta_tokens import append_to_embeddings
 from mmcascade.backbones.qwen_vl.processing_qwen_vl import QwenVLProcessor
@@ -73,6 +73,26 @@ class QwenVLBackbone(Backbone):
     def token_embedding(self, token: str) -> torch.Tensor:
         return _lookup(self.processor.tokenizer, self.model.get_input_embeddings(), token)
 
+    def text_decoder(self) -> TextDecoder:
+        language_model = self.model.model.language_model
+        config = self.model.config.get_text_config()
+        num_heads = int(config.num_attention_heads)
+        first_attention = language_model.layers[0].self_attn
+        return TextDecoder(
+            layers=list(language_model.layers),
+            final_norm=language_model.norm,
+            num_heads=num_heads,
+            num_kv_heads=int(config.num_key_value_heads),
+            head_dim=int(getattr(config, "head_dim", None) or config.hidden_size // num_heads),
+            intermediate_size=int(config.intermediate_size),
+            rms_norm_eps=float(config.rms_norm_eps),
+            # m-RoPE splits the rotary frequencies over (t, h, w) positions; for text all three are the same
+            # position, so it equals 1-D RoPE with this base.
+            rope_theta=float(config.rope_parameters["rope_theta"]),
+            attention_bias=first_attention.q_proj.bias is not None,
+            qk_norm=hasattr(first_attention, "q_norm"),
+        )
+
     def prepare(self, items: Sequence[Item]) -> BatchInputs:
         return self.processor(items)
 
@@ -114,6 +134,41 @@ class QwenVLBackbone(Backbone):
             attention_mask=attention_mask,
             hidden_states=outputs.hidden_states if output_hidden_states else None,
         )
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        items: Sequence[Item],
+        *,
+        systems: Sequence[str | None] | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> list[str]:
+        """Continue each item's chat prompt (left-padded batch, KV-cached); returns the new text only.
+
+        ``temperature=0`` is greedy decoding; otherwise sampling with ``temperature`` and ``top_p``
+        (seed it with ``torch.manual_seed`` for repeatable samples).
+        """
+        inputs = self.processor(items, systems)
+        device = self.device
+        model_inputs = {key: value.to(device) for key, value in inputs.items()}
+        if "pixel_values" in model_inputs:
+            model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype)
+        sampling = (
+            {"do_sample": False}
+            if temperature == 0
+            else {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        )
+        output = self.model.generate(
+            **model_inputs,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.processor.pad_token_id,
+            use_cache=True,
+            **sampling,
+        )  # (B, L + new)
+        new_tokens = output[:, model_inputs["input_ids"].shape[1] :]  # (B, new)
+        return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def estimate_length(self, item: Item) -> int:
         max_pixels = self.processor.config.image_max_pixels or 1024 * 28 * 28

@@ -28,6 +28,7 @@ class QwenVLProcessorConfig:
     """How an item becomes a prompt. Saved next to the tokenizer as ``mmcascade_processor.json``."""
 
     prompt_template: str = "<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+    system_template: str = "<|im_start|>system\n{system}<|im_end|>\n"  # prefixed when a system prompt is given
     instruction_template: str = "{instruction}\n"
     max_text_tokens: int = 512
     image_min_pixels: int | None = None
@@ -91,7 +92,10 @@ class QwenVLProcessor:
         self.image_processor.save_pretrained(directory)
         (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
 
-    def __call__(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: Sequence[Item], systems: Sequence[str | None] | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs for ``items``; ``systems`` (one per item, or None) adds a system turn before each."""
+        if systems is not None and len(systems) != len(items):
+            raise ValueError(f"got {len(systems)} system prompts for {len(items)} items")
         images = [load_image(source) for item in items for source in item.images]
         image_inputs = self._process_images(images) if images else {}
         tokens_per_image = []
@@ -100,7 +104,11 @@ class QwenVLProcessor:
             tokens_per_image = (grid.prod(dim=-1) // self.merge_size**2).tolist()
         prompts, cursor = [], 0
         for item in items:
-            prompts.append(self._prompt(item, tokens_per_image[cursor : cursor + len(item.images)]))
+            prompt = self._prompt(item, tokens_per_image[cursor : cursor + len(item.images)])
+            system = systems[len(prompts)] if systems is not None else None
+            if system:
+                prompt = self.config.system_template.replace("{system}", system) + prompt
+            prompts.append(prompt)
             cursor += len(item.images)
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         inputs = self._left_pad(encoded)

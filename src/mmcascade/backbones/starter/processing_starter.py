@@ -42,10 +42,7 @@ class StarterProcessor:
         return inputs
 
     def pixels(self, source: Any) -> torch.Tensor:
-        """TF-Lite style preprocessing of EfficientNet-Lite: resize, then (x - 127) / 128."""
-        image = load_image(source).resize((self.image_size, self.image_size), Image.BICUBIC)
-        array = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0  # (S, S, 3)
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, S, S)
+        return efficientnet_pixels(source, self.image_size)
 
     def _token_ids(self, item: Item) -> list[int]:
         ids = [self.cls_token_id]
@@ -66,6 +63,13 @@ class StarterProcessor:
         if not text.strip():
             return []
         return self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.max_text_tokens]
+
+
+def efficientnet_pixels(source: Any, image_size: int) -> torch.Tensor:
+    """TF-Lite style preprocessing of EfficientNet-Lite: resize, then (x - 127) / 128."""
+    image = load_image(source).resize((image_size, image_size), Image.BICUBIC)
+    array = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0  # (S, S, 3)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, S, S)
 
 
 def image_key(source: Any) -> str | None:

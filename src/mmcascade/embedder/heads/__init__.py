@@ -3,14 +3,24 @@
 from mmcascade.embedder.heads.base import Head, Side, build_head, load_head, register_head
 from mmcascade.embedder.heads.meta_tokens import MetaTokenConfig, MetaTokenHead
 from mmcascade.embedder.heads.pooling import LastTokenPooling, MeanPooling, PoolingConfig
+from mmcascade.embedder.heads.unified import (
+    AttentionPoolerConfig,
+    AttentionPoolerHead,
+    SelfAttentionHead,
+    SelfAttentionHeadConfig,
+)
 
 __all__ = [
+    "AttentionPoolerConfig",
+    "AttentionPoolerHead",
     "Head",
     "LastTokenPooling",
     "MeanPooling",
     "MetaTokenConfig",
     "MetaTokenHead",
     "PoolingConfig",
+    "SelfAttentionHead",
+    "SelfAttentionHeadConfig",
     "Side",
     "build_head",
     "load_head",

@@ -35,6 +35,20 @@ class Head(nn.Module):
         super().__init__()
         self.config = config
 
+    @property
+    def source_layer(self) -> int | None:
+        """Which entry of the backbone's ``hidden_states`` the head reads, or None for ``last_hidden_state``.
+
+        Indexed as transformers does: ``0`` is the embeddings, ``i`` the output of decoder layer ``i``
+        (1-based), and ``-1`` the last layer's output after the final norm (same as ``last_hidden_state``).
+        """
+        return None
+
+    @classmethod
+    def options_from_backbone(cls, backbone: Any) -> dict[str, Any]:
+        """Config options a new head takes from the backbone it will sit on (e.g. the decoder's shape)."""
+        return {}
+
     def appended_embeddings(self, side: Side) -> torch.Tensor | None:
         """``(n, hidden)`` embeddings to place after the input on ``side``, or None."""
         return None
@@ -73,11 +87,16 @@ def head_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_head(head_type: str, hidden_size: int, **options: Any) -> Head:
-    """A freshly initialised head of ``head_type`` for a backbone of width ``hidden_size``."""
+def head_class_for(head_type: str) -> type[Head]:
+    """The registered class of ``head_type``."""
     if head_type not in _REGISTRY:
         raise ValueError(f"unknown head {head_type!r}; valid heads: {head_types()}")
-    head_class = _REGISTRY[head_type]
+    return _REGISTRY[head_type]
+
+
+def build_head(head_type: str, hidden_size: int, **options: Any) -> Head:
+    """A freshly initialised head of ``head_type`` for a backbone of width ``hidden_size``."""
+    head_class = head_class_for(head_type)
     return head_class(_make_config(head_class, {"hidden_size": hidden_size, **options}, source="head options"))
 
 

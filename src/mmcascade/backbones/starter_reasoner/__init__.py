@@ -1,0 +1,1 @@
+"""The offline starter reasoner: SmolLM2-135M-Instruct given eyes by EfficientNet-Lite0, all from PyPI packages."""

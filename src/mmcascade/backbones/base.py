@@ -125,6 +125,25 @@ class Backbone(nn.Module, abc.ABC):
         """Generated continuations of each item's chat prompt (generative backbones only)."""
         raise ValueError(f"the {self.family} backbone cannot generate text; use a generative VLM as reasoner")
 
+    def completion_loss(
+        self,
+        items: Sequence[Item],
+        systems: Sequence[str | None] | None,
+        targets: Sequence[str],
+        *,
+        max_target_tokens: int | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy of ``targets`` as the assistant's reply to each item's chat prompt, and the
+        number of target tokens it averages over (generative backbones only; used for SFT).
+
+        Each prompt is built exactly as :meth:`generate` builds it; the target's tokens and the
+        end-of-turn token that stops generation follow it. Only those positions carry a label.
+        """
+        raise ValueError(
+            f"the {self.family} backbone cannot compute a completion loss: it does not generate text; "
+            "fine-tune a generative VLM (Qwen-VL family or the starter reasoner) as reasoner"
+        )
+
     def estimate_length(self, item: Item) -> int:
         """A cheap sequence-length estimate used to batch items of similar length together."""
         return len(item.text or "") // 4 + 256 * len(item.images) + len(item.instruction or "") // 4
@@ -154,3 +173,92 @@ def lookup_token_embedding(tokenizer: Any, embeddings: nn.Module, token: str) ->
         raise ValueError(f"init_token {token!r} is not a single token of this tokenizer")
     with torch.no_grad():
         return embeddings(torch.tensor([token_id], device=embeddings.weight.device))[0].detach().cpu()
+
+
+def completion_token_ids(
+    tokenizer: Any, targets: Sequence[str], end_token_id: int, max_target_tokens: int | None = None
+) -> list[list[int]]:
+    """Token ids of each target reply followed by ``end_token_id``; a target cut to ``max_target_tokens``
+    gets no end token, so the model is not taught to stop where the teacher did not."""
+    if max_target_tokens is not None and max_target_tokens < 1:
+        raise ValueError(f"max_target_tokens must be >= 1 or None; got {max_target_tokens}")
+    completions = []
+    for index, target in enumerate(targets):
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"target {index} must be a non-empty string; got {target!r}")
+        ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+        if max_target_tokens is not None and len(ids) >= max_target_tokens:
+            completions.append(ids[:max_target_tokens])
+        else:
+            completions.append([*ids, end_token_id])
+    return completions
+
+
+def append_completions(
+    inputs: BatchInputs,
+    completions: Sequence[Sequence[int]],
+    pad_token_id: int,
+    row_aligned: Sequence[str] = (),
+) -> tuple[BatchInputs, torch.Tensor]:
+    """Append each row's completion ids right after its (left-padded) prompt and left-pad again.
+
+    Every row is unpadded, extended with its completion and padded back on the left, so the prompt
+    tokens keep the positions they have in :meth:`Backbone.generate` (positions count real tokens
+    only) and the completion takes the positions generation would give it. ``row_aligned`` names
+    further ``(B, L)`` tensors (image masks, token types) that move with the ids; appended positions
+    get zeros there. Returns the new inputs and the labels ``(B, L')``: the completion ids at their
+    positions, -100 elsewhere (prompt, image and padding positions).
+    """
+    input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]  # (B, L), (B, L)
+    if len(completions) != input_ids.shape[0]:
+        raise ValueError(f"got {len(completions)} targets for {input_ids.shape[0]} prompts")
+    prompt_lengths = attention_mask.sum(dim=1).tolist()
+    length = max(int(n) + len(c) for n, c in zip(prompt_lengths, completions, strict=True))
+    batch = input_ids.shape[0]
+    new_ids = torch.full((batch, length), pad_token_id, dtype=input_ids.dtype)  # (B, L')
+    new_mask = torch.zeros((batch, length), dtype=attention_mask.dtype)  # (B, L')
+    labels = torch.full((batch, length), -100, dtype=torch.long)  # (B, L')
+    aligned = {key: inputs[key].new_zeros((batch, length)) for key in row_aligned}  # (B, L') each
+    for row, (n_prompt, completion) in enumerate(zip(prompt_lengths, completions, strict=True)):
+        n_prompt = int(n_prompt)
+        total = n_prompt + len(completion)
+        start = length - total
+        tail = input_ids.shape[1] - n_prompt  # the prompt's first real position in the old row
+        new_ids[row, start : start + n_prompt] = input_ids[row, tail:]
+        new_ids[row, start + n_prompt :] = torch.tensor(completion, dtype=input_ids.dtype)
+        new_mask[row, start:] = 1
+        labels[row, start + n_prompt :] = torch.tensor(completion, dtype=torch.long)
+        for key in row_aligned:
+            aligned[key][row, start : start + n_prompt] = inputs[key][row, tail:]
+    return {**inputs, "input_ids": new_ids, "attention_mask": new_mask, **aligned}, labels
+
+
+def next_token_loss(hidden_states: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy of the labelled tokens, predicted from the hidden state one position earlier.
+
+    Only the labelled positions go through ``lm_head``, so a long prompt costs no vocabulary-wide logits.
+    """
+    labels = labels.to(hidden_states.device)
+    targets = labels[:, 1:]  # (B, L-1): position t predicts the token at t+1
+    chosen = targets != -100  # (B, L-1)
+    n_tokens = int(chosen.sum())
+    if n_tokens == 0:
+        raise ValueError("no target token to compute a loss on: every target is empty")
+    predictors = hidden_states[:, :-1][chosen]  # (n, H)
+    logits = lm_head(predictors).float()  # (n, V)
+    loss = nn.functional.cross_entropy(logits, targets[chosen], reduction="mean")
+    return loss, n_tokens
+
+
+def end_of_turn_token_id(tokenizer: Any, stop_token_ids: Sequence[int] | int | None) -> int:
+    """The ChatML ``<|im_end|>`` id, checked to be one of the ids generation stops on."""
+    token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ValueError("the tokenizer lacks the ChatML end-of-turn token <|im_end|>; SFT needs a ChatML model")
+    stops = [stop_token_ids] if isinstance(stop_token_ids, int) else list(stop_token_ids or [])
+    if token_id not in stops:
+        raise ValueError(
+            f"generation stops on token ids {stops}, not on <|im_end|> ({token_id}): a model trained to end "
+            "its reply with <|im_end|> would not stop; set eos_token_id in the checkpoint's generation_config.json"
+        )
+    return int(token_id)

@@ -18,9 +18,10 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
-    from mmcascade.cli import index, serve, train
+    from mmcascade.cli import index, reasoner, serve, train
 
     app.add_typer(index.app, name="index")
+    app.add_typer(reasoner.app, name="reasoner")
     app.add_typer(train.app, name="train")
     app.add_typer(serve.app, name="serve")
 

@@ -29,3 +29,23 @@ def train_embedder(
         parsed = dict(parse_override(text) for text in overrides)
         final = train_from_config(config, resume_from=None if resume == "none" else resume, overrides=parsed)
     typer.echo(f"final model: {final}")
+
+
+@app.command("reasoner")
+def train_reasoner(
+    config: Path = typer.Option(..., "--config", "-c", help="Reasoner SFT config (YAML)."),
+    resume: str = typer.Option(
+        "latest", help="'latest' (newest checkpoint in the output dir, if any), 'none', or a checkpoint folder."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key, e.g. --set training.max_steps=10 (repeatable)."
+    ),
+) -> None:
+    """Fine-tune a generative reasoner on a teacher's traces (SFT, loss on the trace tokens only), LoRA or full."""
+    from mmcascade.training.sft import train_reasoner_from_config
+    from mmcascade.utils.config import parse_override
+
+    with exit_on_user_error():
+        parsed = dict(parse_override(text) for text in overrides)
+        final = train_reasoner_from_config(config, resume_from=None if resume == "none" else resume, overrides=parsed)
+    typer.echo(f"final model: {final}")

@@ -5,20 +5,36 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+from torch import nn
+
 from mmcascade.embedder import Embedder
 from mmcascade.training.config import FinetuneConfig
 
 
 def apply_finetune_mode(embedder: Embedder, config: FinetuneConfig) -> Any | None:
     """Set ``requires_grad`` on every parameter; returns the peft model in LoRA mode (for merging), else None."""
+    return set_trainable(embedder, embedder.backbone, embedder.backbone.model, config, always_trained=embedder.head)
+
+
+def set_trainable(
+    root: nn.Module,
+    backbone: nn.Module,
+    lora_model: nn.Module,
+    config: Any,
+    always_trained: nn.Module | None = None,
+) -> Any | None:
+    """Set ``requires_grad`` on every parameter of ``root`` from a finetune config (``mode``, ``freeze``,
+    ``train``, ``lora``): ``backbone`` trains in full mode; in LoRA mode adapters go into ``lora_model``
+    (the part of the backbone that holds the target layers). Returns the peft model in LoRA mode."""
     peft_model = None
-    for parameter in embedder.backbone.parameters():
+    for parameter in backbone.parameters():
         parameter.requires_grad_(config.mode == "full")
     if config.mode == "lora":
-        peft_model = _inject_lora(embedder, config)
-    for parameter in embedder.head.parameters():
-        parameter.requires_grad_(True)
-    names = dict(embedder.named_parameters())
+        peft_model = _inject_lora(lora_model, config)
+    if always_trained is not None:
+        for parameter in always_trained.parameters():
+            parameter.requires_grad_(True)
+    names = dict(root.named_parameters())
     for pattern in config.freeze:
         matched = _match(names, pattern, "finetune.freeze")
         for name in matched:
@@ -26,13 +42,13 @@ def apply_finetune_mode(embedder: Embedder, config: FinetuneConfig) -> Any | Non
     for pattern in config.train:
         for name in _match(names, pattern, "finetune.train"):
             names[name].requires_grad_(True)
-    if not any(parameter.requires_grad for parameter in embedder.parameters()):
+    if not any(parameter.requires_grad for parameter in root.parameters()):
         raise ValueError("no parameter is left to train: check finetune.mode and finetune.freeze")
     return peft_model
 
 
-def trainable_parameters(embedder: Embedder) -> dict[str, Any]:
-    return {name: parameter for name, parameter in embedder.named_parameters() if parameter.requires_grad}
+def trainable_parameters(model: nn.Module) -> dict[str, Any]:
+    return {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
 def merge_lora(peft_model: Any | None) -> None:
@@ -41,13 +57,13 @@ def merge_lora(peft_model: Any | None) -> None:
         peft_model.merge_and_unload()
 
 
-def _inject_lora(embedder: Embedder, config: FinetuneConfig) -> Any:
+def _inject_lora(model: nn.Module, config: Any) -> Any:
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as error:
         raise ImportError("LoRA needs peft: pip install 'mmcascade[train]'") from error
     lora = config.lora
-    module_names = {name.rsplit(".", 1)[-1] for name, _ in embedder.backbone.model.named_modules()}
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [target for target in lora.target_modules if target not in module_names]
     if missing:
         raise ValueError(
@@ -57,8 +73,8 @@ def _inject_lora(embedder: Embedder, config: FinetuneConfig) -> Any:
     peft_config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
     )
-    # get_peft_model rewrites the target layers of backbone.model in place; the backbone keeps using it.
-    return get_peft_model(embedder.backbone.model, peft_config)
+    # get_peft_model rewrites the target layers of ``model`` in place; the backbone keeps using it.
+    return get_peft_model(model, peft_config)
 
 
 def _match(names: dict[str, Any], pattern: str, key: str) -> list[str]:

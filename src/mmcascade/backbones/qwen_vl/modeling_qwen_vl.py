@@ -9,7 +9,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs, TextDecoder
+from mmcascade.backbones.base import (
+    Backbone,
+    BackboneOutput,
+    BatchInputs,
+    TextDecoder,
+    append_completions,
+    completion_token_ids,
+    end_of_turn_token_id,
+    next_token_loss,
+)
 from mmcascade.backbones.base import lookup_token_embedding as _lookup
 from mmcascade.backbones.meta_tokens import append_to_embeddings
 from mmcascade.backbones.qwen_vl.processing_qwen_vl import QwenVLProcessor
@@ -169,6 +178,45 @@ class QwenVLBackbone(Backbone):
         )  # (B, L + new)
         new_tokens = output[:, model_inputs["input_ids"].shape[1] :]  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def completion_loss(
+        self,
+        items: Sequence[Item],
+        systems: Sequence[str | None] | None,
+        targets: Sequence[str],
+        *,
+        max_target_tokens: int | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over the target tokens (+ ``<|im_end|>``) and their count; see the base class.
+
+        The prompts come from the processor ``generate`` uses; each row's target follows its prompt and
+        the batch is left-padded again, so m-RoPE positions (computed from the attention mask) match
+        those of generation.
+        """
+        if len(targets) != len(items):
+            raise ValueError(f"got {len(targets)} targets for {len(items)} items")
+        tokenizer = self.processor.tokenizer
+        end_id = end_of_turn_token_id(tokenizer, self.model.generation_config.eos_token_id)
+        completions = completion_token_ids(tokenizer, targets, end_id, max_target_tokens)
+        prompts = self.processor(items, systems)
+        inputs, labels = append_completions(
+            prompts, completions, self.processor.pad_token_id, row_aligned=("mm_token_type_ids",)
+        )  # (B, L') each
+        device = self.device
+        vision = {}
+        if "pixel_values" in inputs:
+            vision = {
+                "pixel_values": inputs["pixel_values"].to(device, self.dtype),
+                "image_grid_thw": inputs["image_grid_thw"].to(device),
+            }
+        outputs = self.model.model(
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
+            mm_token_type_ids=inputs["mm_token_type_ids"].to(device),
+            use_cache=False,
+            **vision,
+        )
+        return next_token_loss(outputs.last_hidden_state, labels, self.model.lm_head)
 
     def estimate_length(self, item: Item) -> int:
         max_pixels = self.processor.config.image_max_pixels or 1024 * 28 * 28

@@ -20,7 +20,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs, TextDecoder, lookup_token_embedding
+from mmcascade.backbones.base import (
+    Backbone,
+    BackboneOutput,
+    BatchInputs,
+    TextDecoder,
+    append_completions,
+    completion_token_ids,
+    end_of_turn_token_id,
+    lookup_token_embedding,
+    next_token_loss,
+)
 from mmcascade.backbones.starter.components import load_vision_model
 from mmcascade.backbones.starter_reasoner.components import smollm2_folder
 from mmcascade.backbones.starter_reasoner.processing_starter_reasoner import (
@@ -347,6 +357,36 @@ class StarterReasonerBackbone(Backbone):
             **sampling,
         )  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def completion_loss(
+        self,
+        items: Sequence[Item],
+        systems: Sequence[str | None] | None,
+        targets: Sequence[str],
+        *,
+        max_target_tokens: int | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over the target tokens (+ ``<|im_end|>``) and their count; see the base class.
+
+        The prompts (with their image positions) come from the processor ``generate`` uses; each row's
+        target follows its prompt and the batch is left-padded again. Positions count real tokens only,
+        as in ``forward`` and in generation, so padding never shifts a sequence.
+        """
+        if len(targets) != len(items):
+            raise ValueError(f"got {len(targets)} targets for {len(items)} items")
+        tokenizer = self.processor.tokenizer
+        end_id = end_of_turn_token_id(tokenizer, self.processor.stop_token_ids)
+        completions = completion_token_ids(tokenizer, targets, end_id, max_target_tokens)
+        prompts = self.processor(items, systems)
+        inputs, labels = append_completions(
+            prompts, completions, self.processor.pad_token_id, row_aligned=("image_mask",)
+        )  # (B, L') each
+        embeddings, attention_mask = self.embed_inputs(inputs)  # (B, L', H), (B, L')
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, L')
+        outputs = self.lm.model(
+            inputs_embeds=embeddings, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        return next_token_loss(outputs.last_hidden_state, labels, self.lm.lm_head)
 
     def train(self, mode: bool = True) -> StarterReasonerBackbone:
         super().train(mode)

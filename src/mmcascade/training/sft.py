@@ -1,0 +1,437 @@
+"""Supervised fine-tuning (SFT) of a generative reasoner on a teacher's ECR traces (Think-Then-Embed distillation).
+
+Every example is one item and the trace a teacher wrote for it. The prompt is rendered exactly as the
+reasoner renders it at inference (``render_prompt(item, load_template(task))``, then the backbone's chat
+format), and the loss is the cross-entropy of the trace tokens only (:meth:`Backbone.completion_loss`).
+Checkpoints, resuming, the metrics log and the final folder follow the embedder trainer
+(:mod:`mmcascade.training.trainer`): a killed run resumes where it stopped and ends where an
+uninterrupted run would, and ``<output_dir>/final`` loads with ``LocalReasoner.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmcascade.backbones.base import Backbone
+from mmcascade.data.items import Item
+from mmcascade.training.checkpointing import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from mmcascade.training.finetune import merge_lora, set_trainable, trainable_parameters
+from mmcascade.training.sft_config import ReasonerOptimConfig, ReasonerTrainConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+RECORD_KEYS = ("item", "trace", "task")
+ITEM_KEYS = ("text", "image", "images", "instruction")
+MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One training example: the backbone item and system prompt the reasoner would send, and the target."""
+
+    item: Item  # the rendered user message with the item's images
+    system: str
+    trace: str
+    line: int
+
+
+@dataclass(frozen=True)
+class SFTProblem:
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SFTDataset:
+    path: Path
+    examples: tuple[SFTExample, ...]
+    problems: tuple[SFTProblem, ...]
+
+
+def read_sft_examples(
+    path: str | os.PathLike, *, task: str = "retrieval", template_dir: str | os.PathLike | None = None
+) -> SFTDataset:
+    """Read a traces JSONL: every invalid line is skipped and reported (a warning naming line and reason).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: no line holds a usable example.
+    """
+    from mmcascade.reasoner.prompts import load_template, render_prompt
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training data not found: {path}")
+    base = Path(os.path.abspath(path.parent))
+    templates: dict[str, Any] = {}
+    examples: list[SFTExample] = []
+    problems: list[SFTProblem] = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                item, trace, kind = _parse_line(text, base, task)
+                if kind not in templates:
+                    templates[kind] = load_template(kind, template_dir=template_dir)
+                prompt = render_prompt(item, templates[kind])
+            except (ValueError, FileNotFoundError) as error:
+                problems.append(SFTProblem(line=number, reason=str(error)))
+                continue
+            examples.append(
+                SFTExample(
+                    item=Item(text=prompt.user, images=prompt.images), system=prompt.system, trace=trace, line=number
+                )
+            )
+    listing = "\n".join(f"  {path}:{problem.line}: {problem.reason}" for problem in problems[:MAX_PROBLEMS_SHOWN])
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        listing += f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more"
+    if not examples:
+        detail = f":\n{listing}" if problems else " (the file is empty)"
+        raise ValueError(f"{path}: no usable training example{detail}\nFix the lines; write one JSON object per line.")
+    if problems:
+        warnings.warn(
+            f"{path}: skipped {len(problems)} invalid line(s) ({len(examples)} usable):\n{listing}", stacklevel=2
+        )
+    return SFTDataset(path=path, examples=tuple(examples), problems=tuple(problems))
+
+
+def _parse_line(text: str, base: Path, default_task: str) -> tuple[Item, str, str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"malformed JSON: {error.msg} (column {error.colno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(RECORD_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} (valid keys: {', '.join(RECORD_KEYS)})")
+    for key in ("item", "trace"):
+        if key not in data:
+            raise ValueError(f"missing key '{key}'")
+    trace, task = data["trace"], data.get("task", default_task)
+    if not isinstance(trace, str) or not trace.strip():
+        raise ValueError("'trace' must be a non-empty string")
+    if not isinstance(task, str):
+        raise ValueError(f"'task' must be a string, got {type(task).__name__}")
+    raw = data["item"]
+    if not isinstance(raw, dict):
+        raise ValueError(f"'item' must be an object with text/image/images/instruction, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(ITEM_KEYS))
+    if unknown:
+        raise ValueError(f"item: unknown key(s) {unknown} (valid keys: {', '.join(ITEM_KEYS)})")
+    if "image" in raw and "images" in raw:
+        raise ValueError("item: give either 'image' or 'images', not both")
+    sources = raw.get("images", [raw["image"]] if "image" in raw else [])
+    if not isinstance(sources, list) or not all(isinstance(source, str) and source.strip() for source in sources):
+        raise ValueError("item: 'image' must be a path and 'images' a list of paths")
+    images = []
+    for source in sources:
+        image = Path(source).expanduser()
+        image = image if image.is_absolute() else base / image
+        if not image.is_file():
+            raise ValueError(f"item: image file not found: {image}")
+        images.append(str(image))
+    for key in ("text", "instruction"):
+        if key in raw and raw[key] is not None and not isinstance(raw[key], str):
+            raise ValueError(f"item.{key} must be a string")
+    item = Item(text=raw.get("text"), images=tuple(images), instruction=raw.get("instruction"))
+    return item, trace, task
+
+
+class ReasonerTrainer:
+    """Fine-tunes a generative ``backbone`` on ``examples`` with the completion loss.
+
+    Args:
+        backbone: the model; its trainable parameters are those with ``requires_grad``.
+        examples: rendered prompts and target traces (:func:`read_sft_examples`).
+        optim: batch sizes, schedule, checkpointing.
+        max_target_tokens: traces are cut to this many tokens (None: whole traces).
+        peft_model: the peft wrapper in LoRA mode, merged into the weights when the final model is saved.
+        config_snapshot: the full config, stored in every checkpoint for provenance.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        examples: Sequence[SFTExample],
+        optim: ReasonerOptimConfig,
+        *,
+        max_target_tokens: int | None = None,
+        peft_model: Any | None = None,
+        config_snapshot: dict[str, Any] | None = None,
+    ):
+        if not examples:
+            raise ValueError("the training data is empty: no example to train on")
+        if len(examples) < optim.batch_size:
+            raise ValueError(f"{len(examples)} examples cannot fill one batch of {optim.batch_size}; lower batch_size")
+        self.backbone = backbone
+        self.examples = list(examples)
+        self.optim = optim
+        self.max_target_tokens = max_target_tokens
+        self.peft_model = peft_model
+        self.config_snapshot = config_snapshot or {}
+        self.steps_per_epoch = len(self.examples) // optim.batch_size
+        total = self.steps_per_epoch * optim.epochs
+        self.total_steps = min(total, optim.max_steps) if optim.max_steps else total
+        self.parameters = trainable_parameters(backbone)
+        if not self.parameters:
+            raise ValueError("no parameter is trainable: check finetune.mode and finetune.freeze")
+        self.optimizer = torch.optim.AdamW(
+            list(self.parameters.values()), lr=optim.learning_rate, weight_decay=optim.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
+        self.output_dir = Path(optim.output_dir)
+        self.step = 0
+
+    # ----------------------------------------------------------------------------------- public
+    def train(self, resume_from: str | os.PathLike | None = None) -> Path:
+        """Train to ``total_steps``; returns ``<output_dir>/final``. ``resume_from``: a checkpoint folder,
+        or ``"latest"`` (the newest under ``output_dir``; a fresh start if there is none)."""
+        torch.manual_seed(self.optim.seed)
+        if str(resume_from) == "latest" and self._finished():
+            return self.output_dir / "final"  # resuming a finished run is a no-op
+        if resume_from is not None:
+            self._resume(resume_from)
+        self.backbone.train()
+        progress = self._progress_bar()
+        started, tokens_done = time.perf_counter(), 0
+        try:
+            while self.step < self.total_steps:
+                epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
+                loss, n_tokens = self._train_step(self._batch(epoch, step_in_epoch))
+                grad_norm = self._clip_gradients()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                tokens_done += n_tokens
+                elapsed = time.perf_counter() - started
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss:.4f}")
+                if self.step % self.optim.log_every == 0 or self.step == self.total_steps:
+                    self._log(
+                        {
+                            "step": self.step,
+                            "epoch": epoch + (step_in_epoch + 1) / self.steps_per_epoch,
+                            "loss": loss,
+                            "target_tokens": n_tokens,
+                            "learning_rate": self.scheduler.get_last_lr()[0],
+                            "grad_norm": grad_norm,
+                            "tokens_per_second": tokens_done / max(elapsed, 1e-9),
+                            "elapsed_seconds": elapsed,
+                        }
+                    )
+                if self.step % self.optim.save_every == 0 and self.step < self.total_steps:
+                    self._save_checkpoint()
+        finally:
+            if progress is not None:
+                progress.close()
+        self.backbone.eval()
+        return self._save_final()
+
+    # ----------------------------------------------------------------------------------- steps
+    def _batch(self, epoch: int, step_in_epoch: int) -> list[SFTExample]:
+        # The order depends only on (seed, epoch): a resumed run sees exactly the batches it would have.
+        order = np.random.default_rng([self.optim.seed, epoch]).permutation(len(self.examples))
+        start = step_in_epoch * self.optim.batch_size
+        return [self.examples[index] for index in order[start : start + self.optim.batch_size]]
+
+    def _train_step(self, batch: list[SFTExample]) -> tuple[float, int]:
+        """Accumulate the gradient of the batch's token-weighted mean loss, micro-batch by micro-batch."""
+        self.optimizer.zero_grad(set_to_none=True)
+        micro = self.optim.micro_batch_size or len(batch)
+        loss_sum, n_total = 0.0, 0
+        for start in range(0, len(batch), micro):
+            chunk = batch[start : start + micro]
+            with self._autocast():
+                loss, n_tokens = self.backbone.completion_loss(
+                    [example.item for example in chunk],
+                    [example.system for example in chunk],
+                    [example.trace for example in chunk],
+                    max_target_tokens=self.max_target_tokens,
+                )
+            (loss * n_tokens).backward()  # summed over tokens; divided by the batch's count below
+            loss_sum += float(loss.detach()) * n_tokens
+            n_total += n_tokens
+        for parameter in self.parameters.values():
+            if parameter.grad is not None:
+                parameter.grad /= n_total
+        return loss_sum / n_total, n_total
+
+    def _autocast(self) -> Any:
+        if self.optim.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.backbone.device.type, dtype=DTYPES[self.optim.autocast])
+
+    def _learning_rate_factor(self, step: int) -> float:
+        warmup = math.ceil(self.optim.warmup_ratio * self.total_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        remaining = max(1, self.total_steps - warmup)
+        return max(0.0, 1.0 - (step - warmup) / remaining)
+
+    def _clip_gradients(self) -> float:
+        parameters = list(self.parameters.values())
+        if self.optim.max_grad_norm is None:
+            norms = [p.grad.norm() for p in parameters if p.grad is not None]
+            return float(torch.stack(norms).norm()) if norms else 0.0
+        return float(torch.nn.utils.clip_grad_norm_(parameters, self.optim.max_grad_norm))
+
+    # ----------------------------------------------------------------------------------- persistence
+    def _save_checkpoint(self) -> None:
+        epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
+        state = {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "data_position": {"epoch": epoch, "step_in_epoch": step_in_epoch, "batch_size": self.optim.batch_size},
+            "scheduler": self.scheduler.state_dict(),
+            "config": self.config_snapshot,
+            "optim": asdict(self.optim),
+        }
+        path = self.output_dir / f"checkpoint-{self.step:07d}"
+        save_checkpoint(path, trainable=dict(self.parameters), optimizer=self.optimizer, state=state)
+        prune_checkpoints(self.output_dir, self.optim.keep_checkpoints)
+
+    def _resume(self, resume_from: str | os.PathLike) -> None:
+        if str(resume_from) == "latest":
+            checkpoints = list_checkpoints(self.output_dir)
+            if not checkpoints:
+                return
+            path = checkpoints[-1]
+        else:
+            path = Path(resume_from)
+            if not path.is_dir():
+                raise FileNotFoundError(f"checkpoint folder not found: {path}")
+        trainable, state = load_checkpoint(path, self.optimizer)
+        saved_batch = state.get("data_position", {}).get("batch_size", self.optim.batch_size)
+        if saved_batch != self.optim.batch_size:
+            raise ValueError(
+                f"{path} was written with batch_size {saved_batch}; resume with the same batch size "
+                f"(now {self.optim.batch_size}) so the data order matches"
+            )
+        missing = set(self.parameters) - set(trainable)
+        if missing:
+            raise ValueError(f"{path} lacks trainable weights {sorted(missing)[:5]}...: was the config changed?")
+        with torch.no_grad():
+            for name, parameter in self.parameters.items():
+                parameter.copy_(trainable[name])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self._truncate_log(self.step)
+
+    def _finished(self) -> bool:
+        if not (self.output_dir / "final" / "config.json").is_file() or not self.metrics_path.is_file():
+            return False
+        logged = self._logged()
+        return bool(logged) and logged[-1]["step"] >= self.total_steps
+
+    def _save_final(self) -> Path:
+        final = self.output_dir / "final"
+        merge_lora(self.peft_model)
+        self.backbone.save_pretrained(final)
+        return final
+
+    # ----------------------------------------------------------------------------------- reporting
+    @property
+    def metrics_path(self) -> Path:
+        return self.output_dir / "metrics.jsonl"
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+        if not self.metrics_path.is_file():
+            return
+        kept = [json.dumps(entry) for entry in self._logged() if entry["step"] <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def _logged(self) -> list[dict[str, Any]]:
+        entries = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+        return entries
+
+    def _progress_bar(self) -> Any:
+        if not self.optim.progress_bar:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, desc="training reasoner", unit="step")
+
+
+def language_model(backbone: Backbone) -> nn.Module:
+    """The part of a generative backbone that holds the LM's layers (where LoRA adapters go)."""
+    for name in ("lm", "model"):  # the starter reasoner's SmolLM2; the Qwen-VL *ForConditionalGeneration
+        module = getattr(backbone, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise ValueError(f"the {backbone.family} backbone has no language model to fine-tune")
+
+
+def build_reasoner_trainer(config: ReasonerTrainConfig, examples: Sequence[SFTExample]) -> ReasonerTrainer:
+    """Load the backbone named in ``config``, set what trains, and check everything before the first step."""
+    from mmcascade.backbones import load_backbone
+
+    model = config.model
+    torch.manual_seed(config.training.seed)  # LoRA adapters are initialised reproducibly
+    backbone = load_backbone(
+        model.name_or_path,
+        dtype=DTYPES[model.dtype],
+        trust_remote_code=model.trust_remote_code,
+        **model.processor_options,
+    )
+    if type(backbone).completion_loss is Backbone.completion_loss:
+        backbone.completion_loss([], None, [])  # raises the backbone's "cannot generate" error
+    if torch.cuda.is_available():
+        backbone.to("cuda")
+    peft_model = set_trainable(backbone, backbone, language_model(backbone), config.finetune)
+    return ReasonerTrainer(
+        backbone,
+        examples,
+        config.training,
+        max_target_tokens=config.data.max_target_tokens,
+        peft_model=peft_model,
+        config_snapshot=asdict(config),
+    )
+
+
+def train_reasoner_from_config(
+    config: ReasonerTrainConfig | str | os.PathLike,
+    *,
+    resume_from: str | os.PathLike | None = "latest",
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Read the traces, check everything, fine-tune, and return the final model folder.
+
+    ``config`` is a :class:`ReasonerTrainConfig` or a YAML file; ``overrides`` are dotted keys
+    (``{"training.max_steps": 10}``) applied on top. Invalid data lines are skipped with a warning;
+    the run refuses to start when none is usable.
+    """
+    from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
+
+    if not isinstance(config, ReasonerTrainConfig):
+        config = load_config_file(ReasonerTrainConfig, config)
+    if overrides:
+        config = config_from_dict(ReasonerTrainConfig, apply_overrides(config_to_dict(config), overrides))
+    dataset = read_sft_examples(config.data.train, task=config.data.task, template_dir=config.data.template_dir)
+    trainer = build_reasoner_trainer(config, dataset.examples)
+    return trainer.train(resume_from=resume_from)

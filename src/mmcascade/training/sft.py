@@ -10,9 +10,7 @@ uninterrupted run would, and ``<output_dir>/final`` loads with ``LocalReasoner.f
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import time
 import warnings
@@ -29,9 +27,9 @@ from mmcascade.backbones.base import Backbone
 from mmcascade.data.items import Item
 from mmcascade.training.checkpointing import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from mmcascade.training.finetune import merge_lora, set_trainable, trainable_parameters
+from mmcascade.training.loop import DTYPES, TrainerParts
 from mmcascade.training.sft_config import ReasonerOptimConfig, ReasonerTrainConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RECORD_KEYS = ("item", "trace", "task")
 ITEM_KEYS = ("text", "image", "images", "instruction")
 MAX_PROBLEMS_SHOWN = 20
@@ -151,7 +149,7 @@ def _parse_line(text: str, base: Path, default_task: str) -> tuple[Item, str, st
     return item, trace, task
 
 
-class ReasonerTrainer:
+class ReasonerTrainer(TrainerParts):
     """Fine-tunes a generative ``backbone`` on ``examples`` with the completion loss.
 
     Args:
@@ -162,6 +160,12 @@ class ReasonerTrainer:
         peft_model: the peft wrapper in LoRA mode, merged into the weights when the final model is saved.
         config_snapshot: the full config, stored in every checkpoint for provenance.
     """
+
+    final_marker = "config.json"
+    progress_label = "training reasoner"
+
+    def _device(self) -> torch.device:
+        return self.backbone.device
 
     def __init__(
         self,
@@ -271,25 +275,6 @@ class ReasonerTrainer:
                 parameter.grad /= n_total
         return loss_sum / n_total, n_total
 
-    def _autocast(self) -> Any:
-        if self.optim.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.backbone.device.type, dtype=DTYPES[self.optim.autocast])
-
-    def _learning_rate_factor(self, step: int) -> float:
-        warmup = math.ceil(self.optim.warmup_ratio * self.total_steps)
-        if step < warmup:
-            return (step + 1) / warmup
-        remaining = max(1, self.total_steps - warmup)
-        return max(0.0, 1.0 - (step - warmup) / remaining)
-
-    def _clip_gradients(self) -> float:
-        parameters = list(self.parameters.values())
-        if self.optim.max_grad_norm is None:
-            norms = [p.grad.norm() for p in parameters if p.grad is not None]
-            return float(torch.stack(norms).norm()) if norms else 0.0
-        return float(torch.nn.utils.clip_grad_norm_(parameters, self.optim.max_grad_norm))
-
     # ----------------------------------------------------------------------------------- persistence
     def _save_checkpoint(self) -> None:
         epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -332,12 +317,6 @@ class ReasonerTrainer:
         self.step = int(state["step"])
         self._truncate_log(self.step)
 
-    def _finished(self) -> bool:
-        if not (self.output_dir / "final" / "config.json").is_file() or not self.metrics_path.is_file():
-            return False
-        logged = self._logged()
-        return bool(logged) and logged[-1]["step"] >= self.total_steps
-
     def _save_final(self) -> Path:
         final = self.output_dir / "final"
         merge_lora(self.peft_model)
@@ -345,37 +324,6 @@ class ReasonerTrainer:
         return final
 
     # ----------------------------------------------------------------------------------- reporting
-    @property
-    def metrics_path(self) -> Path:
-        return self.output_dir / "metrics.jsonl"
-
-    def _log(self, record: dict[str, Any]) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with self.metrics_path.open("a") as stream:
-            stream.write(json.dumps(record) + "\n")
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-        if not self.metrics_path.is_file():
-            return
-        kept = [json.dumps(entry) for entry in self._logged() if entry["step"] <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
-
-    def _logged(self) -> list[dict[str, Any]]:
-        entries = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-        return entries
-
-    def _progress_bar(self) -> Any:
-        if not self.optim.progress_bar:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=self.total_steps, initial=self.step, desc="training reasoner", unit="step")
 
 
 def language_model(backbone: Backbone) -> nn.Module:

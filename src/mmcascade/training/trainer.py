@@ -8,9 +8,6 @@ data order and random state, so it ends where an uninterrupted run would.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -27,16 +24,16 @@ from mmcascade.training.checkpointing import list_checkpoints, load_checkpoint, 
 from mmcascade.training.config import LossConfig, OptimConfig, TrainConfig
 from mmcascade.training.finetune import apply_finetune_mode, merge_lora, trainable_parameters
 from mmcascade.training.grad_cache import ContrastiveBatch, contrastive_step
+from mmcascade.training.loop import DTYPES, TrainerParts
 from mmcascade.training.objective import ContrastiveLoss
 
 if TYPE_CHECKING:
     from mmcascade.data.records import TrainingRecord
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MAX_DEFAULT_NEGATIVES = 8
 
 
-class EmbedderTrainer:
+class EmbedderTrainer(TrainerParts):
     """Trains ``embedder`` on contrastive records.
 
     Args:
@@ -48,6 +45,12 @@ class EmbedderTrainer:
         peft_model: the peft wrapper in LoRA mode, merged into the weights when the final model is saved.
         config_snapshot: the full config, stored in every checkpoint for provenance.
     """
+
+    final_marker = "mmcascade.json"
+    progress_label = "training"
+
+    def _device(self) -> torch.device:
+        return self.embedder.backbone.device
 
     def __init__(
         self,
@@ -155,25 +158,12 @@ class EmbedderTrainer:
         )
 
     # ----------------------------------------------------------------------------------- optimisation
-    def _autocast(self) -> Any:
-        if self.optim.autocast is None:
-            return contextlib.nullcontext()
-        device_type = self.embedder.backbone.device.type
-        return torch.autocast(device_type=device_type, dtype=DTYPES[self.optim.autocast])
-
     def _make_optimizer(self) -> torch.optim.Optimizer:
         head_rate = self.optim.head_learning_rate or self.optim.learning_rate
         head = [p for name, p in self.parameters.items() if name.startswith("head.")]
         rest = [p for name, p in self.parameters.items() if not name.startswith("head.")]
         groups = [{"params": rest, "lr": self.optim.learning_rate}, {"params": head, "lr": head_rate}]
         return torch.optim.AdamW([group for group in groups if group["params"]], weight_decay=self.optim.weight_decay)
-
-    def _learning_rate_factor(self, step: int) -> float:
-        warmup = math.ceil(self.optim.warmup_ratio * self.total_steps)
-        if step < warmup:
-            return (step + 1) / warmup
-        remaining = max(1, self.total_steps - warmup)
-        return max(0.0, 1.0 - (step - warmup) / remaining)
 
     def _average_gradients_across_ranks(self) -> None:
         if self.world_size == 1:
@@ -206,13 +196,6 @@ class EmbedderTrainer:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= self.world_size
         return float(values[0]), {name: float(value) for name, value in zip(names, values[1:], strict=True)}
-
-    def _clip_gradients(self) -> float:
-        parameters = list(self.parameters.values())
-        if self.optim.max_grad_norm is None:
-            norms = [p.grad.norm() for p in parameters if p.grad is not None]
-            return float(torch.stack(norms).norm()) if norms else 0.0
-        return float(torch.nn.utils.clip_grad_norm_(parameters, self.optim.max_grad_norm))
 
     # ----------------------------------------------------------------------------------- persistence
     def _save_checkpoint(self) -> None:
@@ -257,12 +240,6 @@ class EmbedderTrainer:
         self.step = int(state["step"])
         self._truncate_log(self.step)
 
-    def _finished(self) -> bool:
-        if not (self.output_dir / "final" / "mmcascade.json").is_file() or not self.metrics_path.is_file():
-            return False
-        logged = self._logged()
-        return bool(logged) and logged[-1]["step"] >= self.total_steps
-
     def _save_final(self) -> Path:
         final = self.output_dir / "final"
         if self.rank == 0:
@@ -273,40 +250,6 @@ class EmbedderTrainer:
         return final
 
     # ----------------------------------------------------------------------------------- reporting
-    @property
-    def metrics_path(self) -> Path:
-        return self.output_dir / "metrics.jsonl"
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with self.metrics_path.open("a") as stream:
-            stream.write(json.dumps(record) + "\n")
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-        if self.rank != 0 or not self.metrics_path.is_file():
-            return
-        kept = [json.dumps(entry) for entry in self._logged() if entry["step"] <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
-
-    def _logged(self) -> list[dict[str, Any]]:
-        """Entries of the metrics log; a line cut short by a kill is dropped."""
-        entries = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return entries
-
-    def _progress_bar(self) -> Any:
-        if not self.optim.progress_bar or self.rank != 0:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=self.total_steps, initial=self.step, desc="training", unit="step")
 
 
 def build_trainer(config: TrainConfig, records: Sequence[TrainingRecord]) -> EmbedderTrainer:

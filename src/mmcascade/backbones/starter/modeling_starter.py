@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from mmcascade.backbones.base import Backbone, BackboneOutput, BatchInputs, lookup_token_embedding
 from mmcascade.backbones.starter.components import load_text_model, load_vision_model
+from mmcascade.backbones.starter.image_features import FrozenImageFeatures
 from mmcascade.backbones.starter.processing_starter import StarterProcessor
 from mmcascade.data.items import Item
 
@@ -80,7 +80,7 @@ class VisualProjector(nn.Module):
         return self.mlp(self.norm(tokens)) + self.cell_embeddings  # (n, g*g, H)
 
 
-class StarterBackbone(Backbone):
+class StarterBackbone(FrozenImageFeatures, Backbone):
     family = "starter"
     model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
 
@@ -93,8 +93,7 @@ class StarterBackbone(Backbone):
             _add_adapters(self.text, config.lora_targets, config.lora_rank, config.lora_alpha)
         self.projector = VisualProjector(config.vision_channels, config.hidden_size, config.grid**2)
         self.processor = StarterProcessor(tokenizer, config.image_size, config.grid**2, config.max_text_tokens)
-        self._feature_cache: OrderedDict[str, torch.Tensor] | None = None
-        self._feature_cache_size = 0
+        self._init_feature_cache()
 
     @classmethod
     def is_available(cls) -> bool:
@@ -186,14 +185,6 @@ class StarterBackbone(Backbone):
     def prepare(self, items: Sequence[Item]) -> BatchInputs:
         return self.processor(items)
 
-    def cache_image_features(self, max_images: int | None = 100_000) -> None:
-        """Keep the frozen image encoder's outputs per image file (training and evaluation revisit images).
-
-        ``None`` turns the cache off. Only use while the image encoder is frozen.
-        """
-        self._feature_cache = None if max_images is None else OrderedDict()
-        self._feature_cache_size = max_images or 0
-
     def forward(
         self,
         inputs: BatchInputs,
@@ -232,32 +223,6 @@ class StarterBackbone(Backbone):
             attention_mask=attention_mask,
             hidden_states=outputs.hidden_states if output_hidden_states else None,
         )
-
-    def train(self, mode: bool = True) -> StarterBackbone:
-        super().train(mode)
-        if not any(parameter.requires_grad for parameter in self.vision.parameters()):
-            self.vision.eval()  # a frozen CNN keeps its batch-norm statistics and no drop-connect
-        return self
-
-    def _image_features(self, pixel_values: torch.Tensor, keys: list[str | None] | None) -> torch.Tensor:
-        pixel_values = pixel_values.to(self.device, self.dtype)
-        if self._feature_cache is None or keys is None:
-            return self._encode_images(pixel_values)
-        features: list[torch.Tensor | None] = [self._feature_cache.get(key) if key else None for key in keys]
-        missing = [index for index, feature in enumerate(features) if feature is None]
-        if missing:
-            fresh = self._encode_images(pixel_values[missing])  # (m, C, g, g)
-            for index, feature in zip(missing, fresh, strict=True):
-                # Rounded like the cached copy, so a first and a repeated encoding agree exactly.
-                features[index] = feature.to(torch.float16)
-                if keys[index] and len(self._feature_cache) < self._feature_cache_size:
-                    self._feature_cache[keys[index]] = features[index]
-        return torch.stack([feature.to(self.dtype) for feature in features])  # (n, C, g, g)
-
-    def _encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        frozen = not any(parameter.requires_grad for parameter in self.vision.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            return self.vision.extract_features(pixel_values)  # (n, 1280, g, g)
 
     def estimate_length(self, item: Item) -> int:
         return len(item.text or "") // 4 + self.config.grid**2 * len(item.images) + len(item.instruction or "") // 4

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from mmcascade.backbones.base import (
     next_token_loss,
 )
 from mmcascade.backbones.starter.components import load_vision_model
+from mmcascade.backbones.starter.image_features import FrozenImageFeatures
 from mmcascade.backbones.starter_reasoner.components import smollm2_folder
 from mmcascade.backbones.starter_reasoner.processing_starter_reasoner import (
     SMOLLM2_DEFAULT_SYSTEM,
@@ -121,7 +121,7 @@ def load_tokenizer(folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(folder)
 
 
-class StarterReasonerBackbone(Backbone):
+class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
     """A small generative VLM built offline: frozen EfficientNet-Lite0 -> projector -> SmolLM2-135M-Instruct."""
 
     family = "starter_reasoner"
@@ -142,8 +142,7 @@ class StarterReasonerBackbone(Backbone):
             max_text_tokens=config.max_text_tokens,
             default_system=config.default_system,
         )
-        self._feature_cache: OrderedDict[str, torch.Tensor] | None = None
-        self._feature_cache_size = 0
+        self._init_feature_cache()
 
     @classmethod
     def is_available(cls) -> bool:
@@ -270,11 +269,6 @@ class StarterReasonerBackbone(Backbone):
     def prepare(self, items: Sequence[Item]) -> BatchInputs:
         return self.processor(items)
 
-    def cache_image_features(self, max_images: int | None = 100_000) -> None:
-        """Keep the frozen image encoder's outputs per image file; ``None`` turns the cache off."""
-        self._feature_cache = None if max_images is None else OrderedDict()
-        self._feature_cache_size = max_images or 0
-
     def embed_inputs(self, inputs: BatchInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """LM input embeddings ``(B, L, H)`` with the projected image cells spliced in, and the attention mask."""
         device = self.device
@@ -387,32 +381,6 @@ class StarterReasonerBackbone(Backbone):
             inputs_embeds=embeddings, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         )
         return next_token_loss(outputs.last_hidden_state, labels, self.lm.lm_head)
-
-    def train(self, mode: bool = True) -> StarterReasonerBackbone:
-        super().train(mode)
-        if not any(parameter.requires_grad for parameter in self.vision.parameters()):
-            self.vision.eval()  # a frozen CNN keeps its batch-norm statistics and no drop-connect
-        return self
-
-    def _image_features(self, pixel_values: torch.Tensor, keys: list[str | None] | None) -> torch.Tensor:
-        pixel_values = pixel_values.to(self.device, self.dtype)
-        if self._feature_cache is None or keys is None:
-            return self._encode_images(pixel_values)
-        features: list[torch.Tensor | None] = [self._feature_cache.get(key) if key else None for key in keys]
-        missing = [index for index, feature in enumerate(features) if feature is None]
-        if missing:
-            fresh = self._encode_images(pixel_values[missing])  # (m, C, g, g)
-            for index, feature in zip(missing, fresh, strict=True):
-                # Rounded like the cached copy, so a first and a repeated encoding agree exactly.
-                features[index] = feature.to(torch.float16)
-                if keys[index] and len(self._feature_cache) < self._feature_cache_size:
-                    self._feature_cache[keys[index]] = features[index]
-        return torch.stack([feature.to(self.device, self.dtype) for feature in features])  # (n, C, g, g)
-
-    def _encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        frozen = not any(parameter.requires_grad for parameter in self.vision.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            return self.vision.extract_features(pixel_values)  # (n, 1280, g, g)
 
     def estimate_length(self, item: Item) -> int:
         chat_frame = 30  # system turn and ChatML markers

@@ -15,7 +15,7 @@ stages reach ~1.0 at ~1 ms/query (``/work/shared/notes/performance.md``).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -147,3 +147,27 @@ def merge_open_options(backend: str, stored: Mapping[str, Any], given: Mapping[s
             )
         merged[name] = value
     return merged
+
+
+# Ids looked up (or deleted) per request in contains/delete.
+RETRIEVE_CHUNK = 4096
+
+
+def is_document_id(doc_id: Any) -> bool:
+    """Anything that is not a valid document id cannot be stored: contains says False, delete ignores it."""
+    return isinstance(doc_id, str) and bool(doc_id)
+
+
+def stored_ids(ids: Sequence[Any], retrieve: Callable[[list[str]], Iterable[Any]]) -> dict[str, bool]:
+    """Which of the (valid, de-duplicated) ``ids`` are stored; ``retrieve(point_ids)`` returns the found records."""
+    wanted = list(dict.fromkeys(doc_id for doc_id in ids if is_document_id(doc_id)))
+    stored: set[str] = set()
+    for start in range(0, len(wanted), RETRIEVE_CHUNK):
+        records = retrieve([point_id(doc_id) for doc_id in wanted[start : start + RETRIEVE_CHUNK]])
+        stored.update(str(record.id) for record in records)
+    return {doc_id: point_id(doc_id) in stored for doc_id in wanted}
+
+
+def contained(ids: Sequence[Any], found: dict[str, bool]) -> list[bool]:
+    """``contains`` answers from a :func:`stored_ids` result, in the order of ``ids``."""
+    return [found.get(doc_id, False) if is_document_id(doc_id) else False for doc_id in ids]

@@ -49,11 +49,14 @@ from qdrant_edge import (
 from mmcascade.index._qdrant_common import (
     MEAN_VECTOR,
     MULTI_VECTOR,
+    RETRIEVE_CHUNK,
     QdrantOptions,
+    contained,
     mean_vectors,
     merge_open_options,
     point_id,
     search_hit,
+    stored_ids,
     stored_payload,
 )
 from mmcascade.index.base import IndexBackend, Payload, SearchHit, StoreSpec
@@ -61,8 +64,6 @@ from mmcascade.index.storage import read_store_file, write_store_file
 
 _EDGE_CONFIG_FILE = "edge_config.json"
 _DATATYPES = {"float16": VectorStorageDatatype.Float16, "float32": VectorStorageDatatype.Float32}
-# Ids looked up per retrieve call in contains/delete.
-_RETRIEVE_CHUNK = 4096
 
 
 class QdrantEdgeBackend(IndexBackend):
@@ -154,14 +155,13 @@ class QdrantEdgeBackend(IndexBackend):
     def delete(self, ids: Sequence[str]) -> int:
         present = [doc_id for doc_id, found in self._lookup(ids).items() if found]
         shard = self._live()
-        for start in range(0, len(present), _RETRIEVE_CHUNK):
-            chunk = present[start : start + _RETRIEVE_CHUNK]
+        for start in range(0, len(present), RETRIEVE_CHUNK):
+            chunk = present[start : start + RETRIEVE_CHUNK]
             shard.update(UpdateOperation.delete_points([point_id(doc_id) for doc_id in chunk]))
         return len(present)
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
-        found = self._lookup(ids)
-        return [found.get(doc_id, False) if _is_id(doc_id) else False for doc_id in ids]
+        return contained(ids, self._lookup(ids))
 
     def count(self) -> int:
         return int(self._live().count(CountRequest(exact=True)))
@@ -184,15 +184,7 @@ class QdrantEdgeBackend(IndexBackend):
 
     def _lookup(self, ids: Sequence[str]) -> dict[str, bool]:
         """Which of the (valid, de-duplicated) ids are stored."""
-        wanted = list(dict.fromkeys(doc_id for doc_id in ids if _is_id(doc_id)))
-        shard = self._live()
-        stored: set[str] = set()
-        for start in range(0, len(wanted), _RETRIEVE_CHUNK):
-            records = shard.retrieve(
-                [point_id(doc_id) for doc_id in wanted[start : start + _RETRIEVE_CHUNK]], False, False
-            )
-            stored.update(str(record.id) for record in records)
-        return {doc_id: point_id(doc_id) in stored for doc_id in wanted}
+        return stored_ids(ids, lambda chunk: self._live().retrieve(chunk, False, False))
 
     def _requests(self, queries: torch.Tensor, top_k: int) -> list[QueryRequest]:
         """One two-stage request per ``(n_q, Q, dim)`` query: dense prefetch, then MaxSim rescoring."""
@@ -215,11 +207,6 @@ class QdrantEdgeBackend(IndexBackend):
             )
             for row in range(len(multi))
         ]
-
-
-def _is_id(doc_id: Any) -> bool:
-    # Anything that is not a valid document id cannot be stored: contains says False, delete ignores it.
-    return isinstance(doc_id, str) and bool(doc_id)
 
 
 def _edge_config(spec: StoreSpec, options: QdrantOptions) -> EdgeConfig:

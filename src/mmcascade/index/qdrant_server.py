@@ -31,11 +31,14 @@ from qdrant_client import QdrantClient, models
 from mmcascade.index._qdrant_common import (
     MEAN_VECTOR,
     MULTI_VECTOR,
+    RETRIEVE_CHUNK,
     QdrantOptions,
+    contained,
     mean_vectors,
     merge_open_options,
     point_id,
     search_hit,
+    stored_ids,
     stored_payload,
 )
 from mmcascade.index.base import IndexBackend, Payload, SearchHit, StoreSpec
@@ -44,7 +47,6 @@ from mmcascade.index.storage import read_store_file, write_store_file
 LOCAL_FOLDER = "local"
 DEFAULT_COLLECTION = "mmcascade"
 _DATATYPES = {"float16": models.Datatype.FLOAT16, "float32": models.Datatype.FLOAT32}
-_RETRIEVE_CHUNK = 4096
 
 
 class QdrantServerBackend(IndexBackend):
@@ -178,14 +180,13 @@ class QdrantServerBackend(IndexBackend):
     def delete(self, ids: Sequence[str]) -> int:
         present = [doc_id for doc_id, found in self._lookup(ids).items() if found]
         client = self._live()
-        for start in range(0, len(present), _RETRIEVE_CHUNK):
-            chunk = [point_id(doc_id) for doc_id in present[start : start + _RETRIEVE_CHUNK]]
+        for start in range(0, len(present), RETRIEVE_CHUNK):
+            chunk = [point_id(doc_id) for doc_id in present[start : start + RETRIEVE_CHUNK]]
             client.delete(self.collection, points_selector=models.PointIdsList(points=chunk), wait=True)
         return len(present)
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
-        found = self._lookup(ids)
-        return [found.get(doc_id, False) if _is_id(doc_id) else False for doc_id in ids]
+        return contained(ids, self._lookup(ids))
 
     def count(self) -> int:
         return int(self._live().count(self.collection, exact=True).count)
@@ -229,19 +230,9 @@ class QdrantServerBackend(IndexBackend):
 
     def _lookup(self, ids: Sequence[str]) -> dict[str, bool]:
         """Which of the (valid, de-duplicated) ids are stored."""
-        wanted = list(dict.fromkeys(doc_id for doc_id in ids if _is_id(doc_id)))
-        client = self._live()
-        stored: set[str] = set()
-        for start in range(0, len(wanted), _RETRIEVE_CHUNK):
-            chunk = [point_id(doc_id) for doc_id in wanted[start : start + _RETRIEVE_CHUNK]]
-            records = client.retrieve(self.collection, chunk, with_payload=False, with_vectors=False)
-            stored.update(str(record.id) for record in records)
-        return {doc_id: point_id(doc_id) in stored for doc_id in wanted}
-
-
-def _is_id(doc_id: Any) -> bool:
-    # Anything that is not a valid document id cannot be stored: contains says False, delete ignores it.
-    return isinstance(doc_id, str) and bool(doc_id)
+        return stored_ids(
+            ids, lambda chunk: self._live().retrieve(self.collection, chunk, with_payload=False, with_vectors=False)
+        )
 
 
 def _connection_options(options: dict[str, Any]) -> tuple[str | None, str | None, str]:

@@ -233,6 +233,13 @@ def append_completions(
     return {**inputs, "input_ids": new_ids, "attention_mask": new_mask, **aligned}, labels
 
 
+def sampling_options(temperature: float, top_p: float) -> dict[str, Any]:
+    """``generate`` keyword arguments: greedy decoding at temperature 0, else nucleus sampling."""
+    if temperature == 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p}
+
+
 def next_token_loss(hidden_states: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy of the labelled tokens, predicted from the hidden state one position earlier.
 

@@ -18,6 +18,7 @@ from mmcascade.backbones.base import (
     completion_token_ids,
     end_of_turn_token_id,
     next_token_loss,
+    sampling_options,
 )
 from mmcascade.backbones.base import lookup_token_embedding as _lookup
 from mmcascade.backbones.meta_tokens import append_to_embeddings
@@ -164,17 +165,12 @@ class QwenVLBackbone(Backbone):
         model_inputs = {key: value.to(device) for key, value in inputs.items()}
         if "pixel_values" in model_inputs:
             model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype)
-        sampling = (
-            {"do_sample": False}
-            if temperature == 0
-            else {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        )
         output = self.model.generate(
             **model_inputs,
             max_new_tokens=max_new_tokens,
             pad_token_id=self.processor.pad_token_id,
             use_cache=True,
-            **sampling,
+            **sampling_options(temperature, top_p),
         )  # (B, L + new)
         new_tokens = output[:, model_inputs["input_ids"].shape[1] :]  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

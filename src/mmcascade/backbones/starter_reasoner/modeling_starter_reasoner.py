@@ -29,6 +29,7 @@ from mmcascade.backbones.base import (
     end_of_turn_token_id,
     lookup_token_embedding,
     next_token_loss,
+    sampling_options,
 )
 from mmcascade.backbones.starter.components import load_vision_model
 from mmcascade.backbones.starter.image_features import FrozenImageFeatures
@@ -335,11 +336,6 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
         """
         inputs = self.processor(items, systems)
         embeddings, attention_mask = self.embed_inputs(inputs)  # (B, L, H), (B, L)
-        sampling = (
-            {"do_sample": False}
-            if temperature == 0
-            else {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        )
         # Given only inputs_embeds, generate returns the new tokens alone (there are no prompt ids to echo).
         new_tokens = self.lm.generate(
             inputs_embeds=embeddings,
@@ -348,7 +344,7 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
             pad_token_id=self.processor.pad_token_id,
             eos_token_id=self.processor.stop_token_ids,
             use_cache=True,
-            **sampling,
+            **sampling_options(temperature, top_p),
         )  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 

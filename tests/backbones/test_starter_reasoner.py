@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import random_image
 from mmcascade.backbones import load_backbone
 from mmcascade.backbones.starter_reasoner import components
+from mmcascade.backbones.starter_reasoner.lm_delta import apply_delta, low_rank_delta
 from mmcascade.backbones.starter_reasoner.modeling_starter_reasoner import (
+    LM_DELTA_NAME,
     LM_FOLDER,
     StarterReasonerBackbone,
     StarterReasonerConfig,
@@ -160,6 +163,46 @@ def test_save_and_load_round_trip(backbone: StarterReasonerBackbone, tmp_path: P
     for name, tensor in changed.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], tensor, atol=0, rtol=0)
     assert reloaded.generate(ITEMS, max_new_tokens=6) == changed.generate(ITEMS, max_new_tokens=6)
+
+
+def test_a_low_rank_lm_change_is_stored_as_factors(backbone: StarterReasonerBackbone, tmp_path: Path) -> None:
+    backbone.save_pretrained(tmp_path / "base")
+    tuned = StarterReasonerBackbone.from_pretrained(tmp_path / "base")
+    generator = torch.Generator().manual_seed(0)
+    query = tuned.lm.model.layers[0].self_attn.q_proj.weight
+    up, down = torch.randn(query.shape[0], 2, generator=generator), torch.randn(2, query.shape[1], generator=generator)
+    with torch.no_grad():
+        query.add_(0.01 * up @ down)  # what a merged rank-2 LoRA does
+    tuned.save_pretrained(tmp_path / "lora")
+    assert json.loads((tmp_path / "lora" / "config.json").read_text())["lm_weights"] == "delta"
+    assert not (tmp_path / "lora" / LM_FOLDER).exists()
+    factors = load_file(str(tmp_path / "lora" / LM_DELTA_NAME))
+    assert {name: tuple(tensor.shape) for name, tensor in factors.items()} == {
+        "model.layers.0.self_attn.q_proj.weight.delta_up": (query.shape[0], 2),
+        "model.layers.0.self_attn.q_proj.weight.delta_down": (2, query.shape[1]),
+    }
+    reloaded = load_backbone(tmp_path / "lora")
+    for name, tensor in tuned.lm.state_dict().items():
+        torch.testing.assert_close(reloaded.lm.state_dict()[name], tensor, atol=1e-6, rtol=0)
+    assert reloaded.generate(ITEMS, max_new_tokens=6) == tuned.generate(ITEMS, max_new_tokens=6)
+
+
+def test_low_rank_delta_refuses_full_rank_changes_and_bad_factors() -> None:
+    generator = torch.Generator().manual_seed(0)
+    reference = {"w": torch.randn(40, 30, generator=generator), "b": torch.randn(40, generator=generator)}
+    assert low_rank_delta(dict(reference), reference) == {}
+    rank_3 = torch.randn(40, 3, generator=generator) @ torch.randn(3, 30, generator=generator)
+    tuned = {**reference, "w": reference["w"] + rank_3}
+    assert low_rank_delta(tuned, reference, max_rank=2) is None
+    assert low_rank_delta({**reference, "w": torch.randn(40, 30, generator=generator)}, reference) is None
+    assert low_rank_delta({**reference, "b": reference["b"] + 1}, reference) is None  # not a matrix
+    factors = low_rank_delta(tuned, reference, max_rank=3)
+    assert factors is not None and factors["w.delta_up"].shape == (40, 3)
+    torch.testing.assert_close(apply_delta(reference, factors)["w"], tuned["w"], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="incomplete"):
+        apply_delta(reference, {"w.delta_up": factors["w.delta_up"]})
+    with pytest.raises(ValueError, match="factors"):
+        apply_delta(reference, {"w.delta_up": torch.zeros(40, 1), "w.delta_down": torch.zeros(1, 5)})
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])

@@ -53,6 +53,8 @@ class Backbone(nn.Module, abc.ABC):
 
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
+    #: whether the backbone keeps a language-model head: generate, completion_loss, continuation_logits
+    generative: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -139,10 +141,58 @@ class Backbone(nn.Module, abc.ABC):
         Each prompt is built exactly as :meth:`generate` builds it; the target's tokens and the
         end-of-turn token that stops generation follow it. Only those positions carry a label.
         """
-        raise ValueError(
-            f"the {self.family} backbone cannot compute a completion loss: it does not generate text; "
-            "fine-tune a generative VLM (Qwen-VL family or the starter reasoner) as reasoner"
-        )
+        self.require_generative("compute a completion loss")
+        if len(targets) != len(items):
+            raise ValueError(f"got {len(targets)} targets for {len(items)} items")
+        tokenizer = self._tokenizer()
+        end_id = end_of_turn_token_id(tokenizer, self._stop_token_ids())
+        completions = completion_token_ids(tokenizer, targets, end_id, max_target_tokens)
+        hidden, labels = self.continued_states(items, systems, completions)  # (B, L', H), (B, L')
+        return next_token_loss(hidden, labels, self._output_layer())
+
+    def continuation_logits(
+        self,
+        items: Sequence[Item],
+        systems: Sequence[str | None] | None,
+        continuations: Sequence[str],
+        token_ids: Sequence[int],
+    ) -> torch.Tensor:
+        """Logits ``(B, len(token_ids))`` of the token after each chat prompt + assistant ``continuation``.
+
+        The prompt is built as :meth:`generate` builds it and the continuation is the start of the
+        assistant's reply (no end-of-turn token), so the logits are those generation would sample the
+        next token from (generative backbones only; used to read a reranker's yes/no judgement).
+        """
+        self.require_generative("score continuations")
+        if len(continuations) != len(items):
+            raise ValueError(f"got {len(continuations)} continuations for {len(items)} items")
+        prefixes = continuation_token_ids(self._tokenizer(), continuations)
+        hidden, _ = self.continued_states(items, systems, prefixes)  # (B, L', H)
+        return last_position_logits(hidden, self._output_layer(), token_ids)
+
+    def continued_states(
+        self, items: Sequence[Item], systems: Sequence[str | None] | None, completions: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states ``(B, L', H)`` of each chat prompt followed by its completion ids, and labels
+        ``(B, L')`` holding those ids at their positions (-100 elsewhere). Generative backbones only."""
+        self.require_generative("continue a chat prompt")
+        raise NotImplementedError
+
+    def require_generative(self, job: str) -> None:
+        if not self.generative:
+            raise ValueError(
+                f"the {self.family} backbone cannot {job}: it does not generate text; use a generative VLM "
+                "(Qwen-VL family or the starter reasoner) as reasoner or reranker"
+            )
+
+    def _tokenizer(self) -> Any:
+        return self.processor.tokenizer  # every generative family keeps its tokenizer on its processor
+
+    def _output_layer(self) -> nn.Module:
+        raise ValueError(f"the {self.family} backbone has no language-model head")
+
+    def _stop_token_ids(self) -> Sequence[int] | int | None:
+        return None
 
     def estimate_length(self, item: Item) -> int:
         """A cheap sequence-length estimate used to batch items of similar length together."""
@@ -255,6 +305,25 @@ def next_token_loss(hidden_states: torch.Tensor, labels: torch.Tensor, lm_head: 
     logits = lm_head(predictors).float()  # (n, V)
     loss = nn.functional.cross_entropy(logits, targets[chosen], reduction="mean")
     return loss, n_tokens
+
+
+def last_position_logits(hidden_states: torch.Tensor, lm_head: nn.Module, token_ids: Sequence[int]) -> torch.Tensor:
+    """Logits ``(B, T)`` of ``token_ids`` predicted from the last position of left-padded ``(B, L, H)`` states."""
+    vocabulary = lm_head(hidden_states[:, -1]).float()  # (B, V): one position per row, cheap
+    index = torch.as_tensor(list(token_ids), dtype=torch.long, device=vocabulary.device)
+    if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= vocabulary.shape[-1]:
+        raise ValueError(
+            f"token ids {list(token_ids)} are not all in this model's vocabulary of {vocabulary.shape[-1]}"
+        )
+    return vocabulary[:, index]  # (B, T)
+
+
+def continuation_token_ids(tokenizer: Any, continuations: Sequence[str]) -> list[list[int]]:
+    """Token ids of each assistant-reply prefix, as generation would have produced them (no end token)."""
+    for index, text in enumerate(continuations):
+        if not isinstance(text, str):
+            raise ValueError(f"continuation {index} must be a string; got {type(text).__name__}")
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] if text else [] for text in continuations]
 
 
 def end_of_turn_token_id(tokenizer: Any, stop_token_ids: Sequence[int] | int | None) -> int:

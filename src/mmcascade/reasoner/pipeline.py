@@ -156,7 +156,7 @@ def reason(
                 if 0 <= index < len(batch) and isinstance(text, str)
             }
             if cache is not None and salvaged:
-                _store(cache, salvaged, model_id)
+                store_completions(cache, salvaged, model_id)
                 generated += len(salvaged)
             kept = (
                 f"the {generated} trace(s) generated before it are kept in the cache"
@@ -171,7 +171,7 @@ def reason(
         finished = dict(zip(batch, completions, strict=True))
         if cache is not None:
             # only strings are worth keeping; anything else is parsed (as a problem) but not cached
-            _store(cache, {key: raw for key, raw in finished.items() if isinstance(raw, str)}, model_id)
+            store_completions(cache, {key: raw for key, raw in finished.items() if isinstance(raw, str)}, model_id)
         raw_by_key.update(finished)
         generated += len(batch)
         if on_batch is not None:
@@ -181,7 +181,7 @@ def reason(
     return [traces[key] for key in keys]
 
 
-def _store(cache: TraceStore, entries: dict[str, str], model_id: str) -> None:
+def store_completions(cache: TraceStore, entries: dict[str, str], model_id: str) -> None:
     """``cache.put_many``, passing ``model=`` (for per-model stats and clearing) where the cache takes it."""
     try:
         takes_model = "model" in inspect.signature(cache.put_many).parameters

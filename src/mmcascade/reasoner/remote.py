@@ -19,10 +19,10 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -36,18 +36,21 @@ _FAILURES_SHOWN = 3
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
+T = TypeVar("T")
+
 
 class RemoteReasonerError(RuntimeError):
     """Some or all prompts could not be completed by the server.
 
     Attributes:
         url: the chat-completion URL that was called.
-        completed: prompt index -> completion text, for the prompts that succeeded.
+        completed: prompt index -> result, for the prompts that succeeded (the completion text; for a
+            judge, :class:`~mmcascade.rerank.remote.OpenAIJudge`, its ``(yes, no)`` log-probabilities).
         errors: prompt index -> what went wrong, for the prompts that failed (or were not attempted
             because the server was found to be unreachable or to refuse every request).
     """
 
-    def __init__(self, message: str, *, url: str, completed: dict[int, str], errors: dict[int, str]) -> None:
+    def __init__(self, message: str, *, url: str, completed: dict[int, Any], errors: dict[int, str]) -> None:
         super().__init__(message)
         self.url = url
         self.completed = completed
@@ -127,21 +130,39 @@ class OpenAIReasoner(Reasoner):
         self._random = random.Random()
 
     def __repr__(self) -> str:  # never shows the API key
-        return f"OpenAIReasoner(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
+        )
 
     def complete(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         """One completion per prompt, in order; raises :class:`RemoteReasonerError` if any prompt failed."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.acomplete(prompts, settings))
-        # A loop is running in this thread (a notebook, an async app): asyncio.run would refuse, so
-        # run our own loop in a worker thread and block until it is done.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="openai-reasoner") as pool:
-            return pool.submit(asyncio.run, self.acomplete(prompts, settings)).result()
+        return self._run_blocking(lambda: self.acomplete(prompts, settings))
 
     async def acomplete(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         """The async form of :meth:`complete`."""
+        return await self._request_all(
+            prompts, lambda index, prompt: self._payload(prompt, settings), self._parse_completion
+        )
+
+    def _run_blocking(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run the coroutine ``make()`` to the end from synchronous code, even inside a running event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(make())
+        # A loop is running in this thread (a notebook, an async app): asyncio.run would refuse, so
+        # run our own loop in a worker thread and block until it is done.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="openai-reasoner") as pool:
+            return pool.submit(asyncio.run, make()).result()
+
+    async def _request_all(
+        self,
+        prompts: Sequence[Prompt],
+        payload_of: Callable[[int, Prompt], bytes],
+        parse: Callable[[httpx.Response], T],
+    ) -> list[T]:
+        """POST ``payload_of(index, prompt)`` for every prompt (bounded concurrency, retries) and ``parse`` each
+        200 answer; raises :class:`RemoteReasonerError`, holding the results that did succeed, if any failed."""
         prompts = list(prompts)
         if not prompts:
             return []
@@ -149,7 +170,7 @@ class OpenAIReasoner(Reasoner):
             _check_placeholders(prompt, index)
         semaphore = asyncio.Semaphore(self.concurrency)
         abort: list[str] = []  # set to [reason] once the server is found unable to serve anything
-        completed: dict[int, str] = {}
+        completed: dict[int, T] = {}
         errors: dict[int, str] = {}
 
         async def run_one(index: int, prompt: Prompt, client: httpx.AsyncClient) -> None:
@@ -158,12 +179,12 @@ class OpenAIReasoner(Reasoner):
                     errors[index] = f"not attempted: {abort[0]}"
                     return
                 try:
-                    payload = await asyncio.to_thread(self._payload, prompt, settings)  # PNG encoding: off the loop
+                    payload = await asyncio.to_thread(payload_of, index, prompt)  # PNG encoding: off the loop
                 except (ValueError, OSError) as error:
                     errors[index] = f"cannot send prompt {index}: {error}"
                     return
                 try:
-                    completed[index] = await self._complete_one(client, payload, abort)
+                    completed[index] = await self._complete_one(client, payload, abort, parse)
                 except _AttemptError as failure:
                     errors[index] = failure.reason
                     if failure.fatal and not abort:
@@ -180,11 +201,13 @@ class OpenAIReasoner(Reasoner):
             )
         return [completed[index] for index in range(len(prompts))]
 
-    async def _complete_one(self, client: httpx.AsyncClient, payload: bytes, abort: list[str]) -> str:
+    async def _complete_one(
+        self, client: httpx.AsyncClient, payload: bytes, abort: list[str], parse: Callable[[httpx.Response], T]
+    ) -> T:
         attempts = self.max_retries + 1
         for attempt in range(attempts):
             try:
-                return await self._attempt(client, payload)
+                return await self._attempt(client, payload, parse)
             except _AttemptError as failure:
                 if not failure.retryable or attempt == attempts - 1 or abort:
                     if failure.retryable:
@@ -193,7 +216,7 @@ class OpenAIReasoner(Reasoner):
                 await asyncio.sleep(self._delay(attempt, failure.retry_after_s))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, client: httpx.AsyncClient, payload: bytes) -> str:
+    async def _attempt(self, client: httpx.AsyncClient, payload: bytes, parse: Callable[[httpx.Response], T]) -> T:
         try:
             response = await client.post(self.url, content=payload, headers={"Content-Type": "application/json"})
         except httpx.ConnectError as error:
@@ -227,15 +250,19 @@ class OpenAIReasoner(Reasoner):
                 404: f" (check base_url, usually ending in /v1, and the model name {self.model!r})",
             }.get(status, "")
             raise _AttemptError(message + hint, retryable=False, fatal=status in (401, 403, 404))
-        return self._parse_completion(response)
+        return parse(response)
 
-    def _parse_completion(self, response: httpx.Response) -> str:
+    def _response_json(self, response: httpx.Response) -> Any:
+        """The JSON body of a 200 answer; a body that is not JSON is a (retryable) bad response."""
         try:
-            body = response.json()
+            return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise _AttemptError(
                 f"bad response from {self.url}: not JSON (starts with {response.text[:120]!r})", retryable=True
             ) from error
+
+    def _parse_completion(self, response: httpx.Response) -> str:
+        body = self._response_json(response)
         try:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as error:
@@ -250,14 +277,18 @@ class OpenAIReasoner(Reasoner):
             )
         return content
 
-    def _payload(self, prompt: Prompt, settings: GenerationSettings) -> bytes:
+    def _messages(self, prompt: Prompt) -> list[dict[str, Any]]:
+        """The system message (if any) and the user message of text and image data URL parts."""
         messages: list[dict[str, Any]] = []
         if prompt.system:
             messages.append({"role": "system", "content": prompt.system})
         messages.append({"role": "user", "content": user_content(prompt)})
+        return messages
+
+    def _payload(self, prompt: Prompt, settings: GenerationSettings) -> bytes:
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
+            "messages": self._messages(prompt),
             "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature,
             "top_p": settings.top_p,

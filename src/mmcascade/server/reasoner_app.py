@@ -5,6 +5,13 @@
 generation settings are batched into one :meth:`Reasoner.complete` call (see :class:`PromptBatcher`),
 which is where batched local generation pays off. Remote image URLs are refused: the server never
 makes outbound requests.
+
+Next-token log-probabilities (what a reranker judge reads, :class:`~mmcascade.rerank.remote.OpenAIJudge`):
+``logprobs: true`` with ``max_tokens: 1`` answers the first reply token with OpenAI's ``logprobs``
+object (``top_logprobs`` up to 20 alternatives, best first), computed from the full vocabulary by the
+reasoner's generative backbone. As in vLLM and SGLang, ``continue_final_message: true`` with
+``add_generation_prompt: false`` and a final assistant message reads the token after that partial
+reply instead of the first one. Plain generation cannot continue a reply.
 """
 
 from __future__ import annotations
@@ -20,22 +27,27 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from mmcascade.data.items import IMAGE_PLACEHOLDER, load_image
+from mmcascade.data.items import IMAGE_PLACEHOLDER, Item, load_image
 from mmcascade.reasoner.base import MAX_TOKEN_BUDGET, GenerationSettings, Prompt, Reasoner
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MAX_BATCH = 32
 DEFAULT_BATCH_WINDOW_S = 0.010
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+#: the most alternatives a logprobs request may ask for (OpenAI's limit, vLLM's default)
+MAX_TOP_LOGPROBS = 20
+#: stands in for a log-probability of -inf, which JSON cannot hold (as vLLM does)
+LOGPROB_FLOOR = -9999.0
 
 
 class ApiError(Exception):
@@ -62,6 +74,12 @@ class ChatRequest:
     prompt: Prompt
     settings: GenerationSettings
     model: str | None
+    #: the start of the assistant reply to continue (a final assistant message with continue_final_message)
+    reply_prefix: str | None = None
+    #: answer with the log-probabilities of the next token (``max_tokens`` is then 1)
+    logprobs: bool = False
+    #: how many of the most likely next tokens to list with ``logprobs`` (0..MAX_TOP_LOGPROBS)
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,30 @@ class Completion:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One vocabulary token, decoded (``" yes"`` keeps its space), and its log-probability."""
+
+    token: str
+    logprob: float
+
+    def as_json(self) -> dict[str, Any]:
+        """OpenAI's ``{token, logprob, bytes}``."""
+        return {"token": self.token, "logprob": self.logprob, "bytes": list(self.token.encode("utf-8"))}
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """The :data:`MAX_TOP_LOGPROBS` most likely next tokens, best first (the first is the greedy choice)."""
+
+    top: tuple[TokenLogprob, ...]
+    prompt_tokens: int = 0
+
+    @property
+    def chosen(self) -> TokenLogprob:
+        return self.top[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,13 +135,112 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, f"model must be a string; got {type(model).__name__}", param="model")
-    prompt = _parse_messages(data.get("messages"))
-    return ChatRequest(prompt=prompt, settings=_parse_settings(data), model=model)
+    logprobs, top_logprobs = _parse_logprobs(data)
+    continue_final = _parse_continue_final(data)
+    prompt, reply_prefix = _parse_messages(data.get("messages"), continue_final=continue_final)
+    settings = _parse_settings(data)
+    _check_next_token_request(data, settings, logprobs=logprobs, continue_final=continue_final)
+    return ChatRequest(
+        prompt=prompt,
+        settings=settings,
+        model=model,
+        reply_prefix=reply_prefix,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
 
 
-def _parse_messages(messages: Any) -> Prompt:
+def _parse_continue_final(data: dict[str, Any]) -> bool:
+    """``continue_final_message``, which needs ``add_generation_prompt=false`` (and the other way round)."""
+    continue_final = _flag(data, "continue_final_message", False)
+    add_generation_prompt = _flag(data, "add_generation_prompt", True)
+    if continue_final and add_generation_prompt:
+        raise ApiError(
+            400,
+            "continue_final_message=true continues the final assistant message, so it needs "
+            "add_generation_prompt=false (a new reply cannot start inside one)",
+            param="add_generation_prompt",
+        )
+    if not continue_final and not add_generation_prompt:
+        raise ApiError(
+            400,
+            "add_generation_prompt=false is only supported with continue_final_message=true "
+            "(to continue a final assistant message)",
+            param="add_generation_prompt",
+        )
+    return continue_final
+
+
+def _check_next_token_request(
+    data: dict[str, Any], settings: GenerationSettings, *, logprobs: bool, continue_final: bool
+) -> None:
+    """Logprobs are served for one token only, and only they may continue an assistant message."""
+    if continue_final and not logprobs:
+        raise ApiError(
+            400,
+            "continue_final_message=true is not supported for generation: this server continues an assistant "
+            "message only to read the next token's log-probabilities (logprobs=true, max_tokens=1)",
+            param="continue_final_message",
+        )
+    if logprobs and settings.max_new_tokens != 1:
+        param = "max_completion_tokens" if data.get("max_completion_tokens") is not None else "max_tokens"
+        sent = (
+            f"{param}={data[param]!r}"
+            if data.get(param) is not None
+            else f"no max_tokens (default {settings.max_new_tokens})"
+        )
+        raise ApiError(
+            400,
+            f"logprobs are served for max_tokens=1 only (the log-probabilities of the next token); "
+            f"send max_tokens=1, got {sent}",
+            param=param,
+        )
+
+
+def _flag(data: dict[str, Any], name: str, default: bool) -> bool:
+    value = data.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{name} must be true or false; got {value!r}", param=name)
+    return value
+
+
+def _parse_logprobs(data: dict[str, Any]) -> tuple[bool, int]:
+    """``logprobs`` (bool) and ``top_logprobs`` (0..MAX_TOP_LOGPROBS, only with logprobs=true)."""
+    logprobs = _flag(data, "logprobs", False)
+    top = data.get("top_logprobs")
+    if top is None:
+        return logprobs, 0
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise ApiError(
+            400, f"top_logprobs must be an integer in 0..{MAX_TOP_LOGPROBS}; got {top!r}", param="top_logprobs"
+        )
+    if top and not logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+    return logprobs, top
+
+
+def _parse_messages(messages: Any, *, continue_final: bool = False) -> tuple[Prompt, str | None]:
+    """The prompt and, with ``continue_final``, the final assistant message: the reply prefix to continue."""
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list of {role, content} objects", param="messages")
+    reply_prefix: str | None = None
+    if continue_final:
+        last = messages[-1]
+        role = last.get("role") if isinstance(last, dict) else None
+        where = f"messages[{len(messages) - 1}]"
+        if role != "assistant":
+            raise ApiError(
+                400,
+                f"continue_final_message=true continues the final message, which must be an assistant message "
+                f"(the start of the reply); {where} has role {role!r}",
+                param="messages",
+            )
+        reply_prefix, images = _parse_content(last.get("content"), where)
+        if images:
+            raise ApiError(400, f"{where}: an assistant message cannot hold images", param="messages")
+        messages = messages[:-1]
     system_texts: list[str] = []
     user: tuple[str, tuple[Image.Image, ...]] | None = None
     for index, message in enumerate(messages):
@@ -124,12 +265,14 @@ def _parse_messages(messages: Any) -> Prompt:
         else:
             raise ApiError(
                 400,
-                f"{where}: role {role!r} is not supported; send a system message (optional) and one user message",
+                f"{where}: role {role!r} is not supported; send a system message (optional) and one user message "
+                "(then, to read the next token's logprobs after a partial reply, a final assistant message with "
+                "continue_final_message=true)",
                 param="messages",
             )
     if user is None:
         raise ApiError(400, "messages has no user message", param="messages")
-    return Prompt(system="\n\n".join(system_texts), user=user[0], images=user[1])
+    return Prompt(system="\n\n".join(system_texts), user=user[0], images=user[1]), reply_prefix
 
 
 def _parse_content(content: Any, where: str) -> tuple[str, tuple[Image.Image, ...]]:
@@ -232,21 +375,88 @@ def _number(data: dict[str, Any], name: str, default: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
+# Next-token log-probabilities
+# ----------------------------------------------------------------------------------------------
+
+
+class NextTokenScorer:
+    """Next-token log-probabilities of chat prompts followed by partial assistant replies, over the full
+    vocabulary of a generative backbone (what a logprobs request with ``max_tokens=1`` reads).
+
+    ``batch_size`` prompts go through one forward pass (length-sorted, as the local judge does).
+    """
+
+    def __init__(self, backbone: Any, *, batch_size: int = 16) -> None:
+        backbone.require_generative("report next-token log-probabilities")
+        self.backbone = backbone
+        self.batch_size = batch_size
+        self.tokenizer = backbone.processor.tokenizer
+        self.vocabulary = range(len(self.tokenizer))  # the tokens it can decode; the lm head may pad past them
+
+    @classmethod
+    def for_reasoner(cls, reasoner: Reasoner) -> NextTokenScorer | None:
+        """A scorer over the reasoner's backbone (a local reasoner's), or None if it has no generative one."""
+        backbone = getattr(reasoner, "backbone", None)
+        if backbone is None or not getattr(backbone, "generative", False):
+            return None
+        batch_size = getattr(reasoner, "batch_size", 16)
+        return cls(backbone, batch_size=batch_size if isinstance(batch_size, int) and batch_size > 0 else 16)
+
+    def score(self, prompts: Sequence[Prompt], reply_prefixes: Sequence[str]) -> list[NextToken]:
+        """The :data:`MAX_TOP_LOGPROBS` most likely tokens after each prompt + reply prefix, best first."""
+        import torch
+
+        items = [Item(text=prompt.user, images=prompt.images) for prompt in prompts]
+        order = sorted(range(len(items)), key=lambda index: self.backbone.estimate_length(items[index]))
+        results: list[NextToken | None] = [None] * len(items)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                logits = self.backbone.continuation_logits(
+                    [items[index] for index in batch],
+                    [prompts[index].system for index in batch],
+                    [reply_prefixes[index] for index in batch],
+                    self.vocabulary,
+                )  # (b, V)
+                logprobs = torch.log_softmax(logits.float(), dim=-1)  # (b, V)
+                values, token_ids = logprobs.topk(min(MAX_TOP_LOGPROBS, logprobs.shape[-1]), dim=-1)  # (b, k)
+                for index, row_values, row_ids in zip(batch, values.tolist(), token_ids.tolist(), strict=True):
+                    results[index] = NextToken(
+                        tuple(
+                            TokenLogprob(self.tokenizer.decode([token_id]), max(value, LOGPROB_FLOOR))
+                            for value, token_id in zip(row_values, row_ids, strict=True)
+                        )
+                    )
+        return [result for result in results if result is not None]
+
+
+# ----------------------------------------------------------------------------------------------
 # Batching
 # ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _NextTokenBatch:
+    """The batch key of logprobs requests: they share forward passes whatever their sampling settings."""
+
+
+_NEXT_TOKEN = _NextTokenBatch()
+_BatchKey = GenerationSettings | _NextTokenBatch
 
 
 @dataclass
 class _Pending:
     prompt: Prompt
-    future: asyncio.Future[Completion]
+    future: asyncio.Future[Any]  # a Completion, or a NextToken for a logprobs request
     arrived: float
+    reply_prefix: str = ""
 
 
 class PromptBatcher:
     """Gathers concurrent prompts into batched :meth:`Reasoner.complete` calls.
 
-    Prompts wait in groups keyed by their :class:`GenerationSettings` (a batch shares one setting).
+    Prompts wait in groups keyed by their :class:`GenerationSettings` (a batch shares one setting);
+    logprobs requests (:meth:`submit_next_token`) form one more group, scored by a :class:`NextTokenScorer`.
     One worker task takes the oldest group once ``window_s`` has passed since its first prompt
     arrived, or at once when it holds ``max_batch`` prompts, and runs the model call in a single
     dedicated thread, so the event loop keeps accepting requests and model calls never overlap.
@@ -267,12 +477,14 @@ class PromptBatcher:
         self.window_s = window_s
         self.n_batches = 0
         self.n_prompts = 0
-        self._groups: dict[GenerationSettings, list[_Pending]] = {}  # insertion order = oldest group first
+        self._groups: dict[_BatchKey, list[_Pending]] = {}  # insertion order = oldest group first
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         count_tokens = getattr(reasoner, "count_tokens", None)
         self._count_tokens: Callable[[str], int] | None = count_tokens if callable(count_tokens) else None
+        #: scores logprobs requests; None when the reasoner has no generative backbone to score with
+        self.scorer: NextTokenScorer | None = NextTokenScorer.for_reasoner(reasoner)
 
     @property
     def counts_tokens(self) -> bool:
@@ -305,11 +517,20 @@ class PromptBatcher:
 
     async def submit(self, prompt: Prompt, settings: GenerationSettings) -> Completion:
         """Queue one prompt and wait for its completion."""
+        return await self._enqueue(settings, prompt, "")
+
+    async def submit_next_token(self, prompt: Prompt, reply_prefix: str = "") -> NextToken:
+        """Queue one prompt + partial reply and wait for the log-probabilities of the token after it."""
+        if self.scorer is None:
+            raise ValueError(f"{type(self.reasoner).__name__} has no generative backbone to score tokens with")
+        return await self._enqueue(_NEXT_TOKEN, prompt, reply_prefix)
+
+    async def _enqueue(self, key: _BatchKey, prompt: Prompt, reply_prefix: str) -> Any:
         self.start()
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Completion] = loop.create_future()
-        self._groups.setdefault(settings, []).append(_Pending(prompt, future, loop.time()))
+        future: asyncio.Future[Any] = loop.create_future()
+        self._groups.setdefault(key, []).append(_Pending(prompt, future, loop.time(), reply_prefix))
         self._wakeup.set()
         return await future  # a cancelled request cancels the future; the worker then skips it
 
@@ -321,8 +542,8 @@ class PromptBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            settings = next(iter(self._groups))
-            group = self._groups[settings]
+            key = next(iter(self._groups))
+            group = self._groups[key]
             deadline = group[0].arrived + self.window_s
             while len(group) < self.max_batch and (remaining := deadline - loop.time()) > 0:
                 self._wakeup.clear()
@@ -330,26 +551,25 @@ class PromptBatcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
             taken, rest = group[: self.max_batch], group[self.max_batch :]
             if rest:
-                self._groups[settings] = rest  # stays first: its window has passed, so it goes next
+                self._groups[key] = rest  # stays first: its window has passed, so it goes next
             else:
-                del self._groups[settings]
+                del self._groups[key]
             live = [pending for pending in taken if not pending.future.done()]
             if live:
                 try:
-                    await self._execute(settings, live)
+                    await self._execute(key, live)
                 except Exception as error:  # a bug here must not hang the waiting requests
                     logger.exception("batch failed unexpectedly")
                     for pending in live:
                         if not pending.future.done():
                             pending.future.set_exception(error)
 
-    async def _execute(self, settings: GenerationSettings, batch: list[_Pending]) -> None:
+    async def _execute(self, key: _BatchKey, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         self.n_batches += 1
         self.n_prompts += len(batch)
-        prompts = [pending.prompt for pending in batch]
         try:
-            completions = await loop.run_in_executor(self._executor, self._complete, prompts, settings)
+            completions = await loop.run_in_executor(self._executor, self._run_batch, key, batch)
         except Exception as error:
             if len(batch) == 1:
                 _settle(batch[0].future, error=error)
@@ -359,9 +579,7 @@ class PromptBatcher:
                 if pending.future.done():
                     continue
                 try:
-                    (completion,) = await loop.run_in_executor(
-                        self._executor, self._complete, [pending.prompt], settings
-                    )
+                    (completion,) = await loop.run_in_executor(self._executor, self._run_batch, key, [pending])
                 except Exception as single_error:
                     _settle(pending.future, error=single_error)
                 else:
@@ -369,6 +587,29 @@ class PromptBatcher:
             return
         for pending, completion in zip(batch, completions, strict=True):
             _settle(pending.future, result=completion)
+
+    def _run_batch(self, key: _BatchKey, batch: list[_Pending]) -> list[Any]:
+        """Runs in the model thread: completions, or next-token log-probabilities for logprobs requests."""
+        prompts = [pending.prompt for pending in batch]
+        if isinstance(key, _NextTokenBatch):
+            return self._next_tokens(prompts, [pending.reply_prefix for pending in batch])
+        return self._complete(prompts, key)
+
+    def _next_tokens(self, prompts: list[Prompt], reply_prefixes: list[str]) -> list[NextToken]:
+        assert self.scorer is not None  # submit_next_token checked
+        results = self.scorer.score(prompts, reply_prefixes)
+        if len(results) != len(prompts):
+            raise RuntimeError(f"the scorer returned {len(results)} results for {len(prompts)} prompts")
+        if self._count_tokens is None:
+            return results
+        try:
+            return [
+                NextToken(result.top, self._count_tokens(f"{prompt.system}\n{prompt.user}{prefix}"))
+                for result, prompt, prefix in zip(results, prompts, reply_prefixes, strict=True)
+            ]
+        except Exception:  # usage is a courtesy: never fail a request over it
+            logger.warning("count_tokens failed; reporting zero usage", exc_info=True)
+            return results
 
     def _complete(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[Completion]:
         """Runs in the model thread."""
@@ -387,9 +628,7 @@ class PromptBatcher:
             return [Completion(text) for text in texts]
 
 
-def _settle(
-    future: asyncio.Future[Completion], *, result: Completion | None = None, error: BaseException | None = None
-) -> None:
+def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
     if future.done():  # the client went away
         return
     if error is not None:
@@ -417,6 +656,8 @@ def create_reasoner_app(
         reasoner: any :class:`Reasoner`. If it has ``count_tokens(text) -> int``, responses report
             token usage (prompt text only, images not counted) and ``finish_reason="length"`` when
             the budget was used up; otherwise usage is zeros and ``finish_reason`` is ``"stop"``.
+            If it has a generative ``backbone`` (a local reasoner), logprobs requests are served too
+            (see :class:`NextTokenScorer`); otherwise they get 400.
         model_name: the name in ``GET /v1/models``; requests naming another model get 404.
         max_batch: most prompts per :meth:`Reasoner.complete` call.
         batch_window_s: how long the first request of a batch waits for others to join it.
@@ -461,39 +702,82 @@ def create_reasoner_app(
                 param="model",
                 error_type="not_found_error",
             )
-        try:
-            completion = await batcher.submit(chat.prompt, chat.settings)
-        except ValueError as error:
-            raise ApiError(400, f"the reasoner rejected the prompt: {error}") from error
-        except Exception as error:
-            logger.exception("the reasoner failed")
-            raise ApiError(
-                500, f"the reasoner failed: {type(error).__name__}: {error}", error_type="server_error"
-            ) from error
-        length = batcher.counts_tokens and completion.completion_tokens >= chat.settings.max_new_tokens
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model_name,
-                "choices": [
+        if chat.logprobs:
+            if batcher.scorer is None:
+                raise ApiError(
+                    400,
+                    f"logprobs are not available here: the served reasoner ({type(reasoner).__name__}) has no "
+                    "generative backbone to score tokens with; serve a local VLM (mmcascade serve reasoner)",
+                    param="logprobs",
+                )
+            next_token = await _model_call(batcher.submit_next_token(chat.prompt, chat.reply_prefix or ""))
+            logprobs = {
+                "content": [
                     {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": completion.text},
-                        "logprobs": None,
-                        "finish_reason": "length" if length else "stop",
+                        **next_token.chosen.as_json(),
+                        "top_logprobs": [entry.as_json() for entry in next_token.top[: chat.top_logprobs]],
                     }
-                ],
-                "usage": {
-                    "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-                },
+                ]
             }
+            # the one token allowed was produced: the reply stopped for length, as vLLM reports it
+            return _chat_response(model_name, next_token.chosen.token, logprobs, "length", next_token.prompt_tokens, 1)
+        completion = await _model_call(batcher.submit(chat.prompt, chat.settings))
+        length = batcher.counts_tokens and completion.completion_tokens >= chat.settings.max_new_tokens
+        return _chat_response(
+            model_name,
+            completion.text,
+            None,
+            "length" if length else "stop",
+            completion.prompt_tokens,
+            completion.completion_tokens,
         )
 
     return app
+
+
+async def _model_call(call: Awaitable[T]) -> T:
+    """Await a batched model call; a prompt the model rejects is a 400, any other failure a 500."""
+    try:
+        return await call
+    except ValueError as error:
+        raise ApiError(400, f"the reasoner rejected the prompt: {error}") from error
+    except Exception as error:
+        logger.exception("the reasoner failed")
+        raise ApiError(
+            500, f"the reasoner failed: {type(error).__name__}: {error}", error_type="server_error"
+        ) from error
+
+
+def _chat_response(
+    model_name: str,
+    content: str,
+    logprobs: dict[str, Any] | None,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> JSONResponse:
+    """An OpenAI ``chat.completion`` object with one choice."""
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": logprobs,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

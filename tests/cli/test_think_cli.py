@@ -60,5 +60,16 @@ def test_search_with_think_generates_once_and_caches_the_trace(embedder, tiny_re
         assert len(cache) == 1  # the second search found the trace in the cache
     hits = json.loads(result.stdout)  # the reasoning goes to stderr; stdout is the JSON list
     assert sorted(hit["id"] for hit in hits) == ["1", "2", "3"]
-    missing = runner.invoke(app, [*args, "--think"])
-    assert missing.exit_code == 2 and "needs a reasoner" in missing.output
+
+
+def test_the_starter_reasoner_is_the_default_only_for_starter_indexes() -> None:
+    from types import SimpleNamespace
+
+    from mmcascade.cli.search import default_reasoner
+
+    def index(model: str) -> SimpleNamespace:
+        return SimpleNamespace(name="t", manifest=SimpleNamespace(model=model))
+
+    assert default_reasoner(index("starter"), "--think", "--reasoner") == "starter"
+    with pytest.raises(ValueError, match="--rerank needs --reranker: index 't' was built with 'Qwen/Qwen2-VL-2B'"):
+        default_reasoner(index("Qwen/Qwen2-VL-2B"), "--rerank", "--reranker")

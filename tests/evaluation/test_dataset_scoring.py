@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmcascade.cascade import RerankStage
 from mmcascade.evaluation.dataset_scoring import score_dataset
 from mmcascade.evaluation.encode_cache import EncodedDataset
 from mmcascade.evaluation.mmeb.dataset import EvalDataset, EvalQuery
+from mmcascade.rerank import JudgeModel, Reranker
 
 
 def unit(*values: float) -> list[float]:
@@ -105,3 +107,25 @@ def test_chance_is_the_expected_main_score_of_a_random_ranking():
     # (1 + 1/log2(3) + 1/log2(4)) / 3 = (1 + 0.63093 + 0.5) / 3 = 0.71031
     graded = score_dataset(dataset("global"), encoded(), (1, 1), main_metric="ndcg_linear@5")
     assert graded.chance == pytest.approx(0.71031, abs=0.06)
+
+
+class PrefersB(JudgeModel):
+    """A judge that says yes to the candidate "b" only (read from the rendered prompt)."""
+
+    model_id = "prefers-b"
+
+    def complete(self, prompts, settings):
+        return ["<think>looked</think>"] * len(prompts)
+
+    def yes_no_logits(self, prompts, prefixes):
+        return [
+            (2.0, -2.0) if prompt.user.split("Candidate: ")[1].startswith("b\n") else (-1.0, 1.0) for prompt in prompts
+        ]
+
+
+@pytest.mark.parametrize(("depth", "expected"), [(1, ["a", "b", "c"]), (2, ["b", "a", "c"]), (3, ["b", "a", "c"])])
+def test_reranking_reorders_only_the_first_k_of_the_retrieval_ranking(depth, expected):
+    stage = RerankStage(Reranker(PrefersB()), depth)
+    result = score_dataset(dataset("global"), encoded(), (1, 1), rerank=stage)  # retrieval alone ranks a, b, c
+    assert result.predictions[0]["prediction"] == expected
+    assert result.scores["hit@1"] == (1.0 if expected[0] == "b" else 0.0)

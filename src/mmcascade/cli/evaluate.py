@@ -22,7 +22,10 @@ def run_eval_command(
     think: bool = False,
     reasoner: str | None = None,
     reasoner_url: str | None = None,
-    think_tokens: int = 256,
+    think_tokens: int | None = None,
+    rerank: int = 0,
+    reranker: str | None = None,
+    reranker_url: str | None = None,
 ) -> None:
     from mmcascade.evaluation.budgets import parse_budgets
     from mmcascade.evaluation.harness import run_eval
@@ -43,10 +46,21 @@ def run_eval_command(
         from mmcascade.reasoner.factory import make_reasoner
 
         thinking = {
-            "reasoner": make_reasoner(reasoner, url=reasoner_url),
-            "think_settings": GenerationSettings(max_new_tokens=think_tokens),
+            "reasoner": make_reasoner(reasoner or _starter_default(model, "--think", "--reasoner"), url=reasoner_url),
+            "think_settings": GenerationSettings(max_new_tokens=think_tokens if think_tokens is not None else 256),
             "trace_cache": TraceCache(default_trace_cache_path()),
         }
+    if rerank:
+        from mmcascade.cascade import RerankStage
+        from mmcascade.reasoner import TraceCache, default_trace_cache_path
+        from mmcascade.rerank.factory import make_reranker
+
+        judge = make_reranker(
+            reranker or _starter_default(model, "--rerank", "--reranker"),
+            url=reranker_url,
+            cache=TraceCache(default_trace_cache_path()),
+        )
+        thinking["rerank"] = RerankStage(judge, rerank, think_tokens if think_tokens is not None else 0)
     run = run_eval(
         config,
         model,
@@ -65,3 +79,10 @@ def run_eval_command(
         f"encoding {run.encoding_seconds:.1f} s ({len(run.encoded_from_cache)} dataset(s) from the cache), "
         f"scoring {run.scoring_seconds:.1f} s; results in {escape(str(run.out_dir))}"
     )
+
+
+def _starter_default(model: str, option: str, model_option: str) -> str:
+    """The starter reasoner serves the starter embedder; any other model needs the user to name one."""
+    if model == "starter":
+        return "starter"
+    raise ValueError(f"{option} needs {model_option}: name a generative VLM folder or Hub id (or a served model)")

@@ -18,8 +18,9 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
-    from mmcascade.cli import index, reasoner, serve, train
+    from mmcascade.cli import index, mine, reasoner, serve, train
 
+    app.command("mine")(mine.mine_command)
     app.add_typer(index.app, name="index")
     app.add_typer(reasoner.app, name="reasoner")
     app.add_typer(train.app, name="train")
@@ -81,7 +82,12 @@ def search(
     instruction: str = typer.Option(None, help="Query instruction (default: the one stored in the index)."),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results to return."),
     query_budget: int = typer.Option(None, help="Query vectors to score with (default: all)."),
-    as_json: bool = typer.Option(False, "--json", help='Print a JSON list of {"id", "score", "rank", "payload"}.'),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='Print a JSON list of {"id", "score", "rank", "payload"}; with --rerank also "retrieval_rank", '
+        '"rerank_score" (P(yes)) and "reasoning".',
+    ),
     model: str = typer.Option(None, help="Refuse to search unless the index was built with this model."),
     data_dir: Path = typer.Option(None, help="Where indexes live (default: $MMCASCADE_DATA_DIR or the user cache)."),
     think: bool = typer.Option(
@@ -91,10 +97,23 @@ def search(
         None, help="Reasoner: a local VLM folder / Hub id, or the served model with --reasoner-url."
     ),
     reasoner_url: str = typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
-    think_tokens: int = typer.Option(256, help="Reasoning token budget."),
+    think_tokens: int = typer.Option(
+        None,
+        min=0,
+        help="Reasoning token budget: of the query reasoner with --think (default 256) and of the reranker per "
+        "candidate with --rerank (default 0: judge without reasoning).",
+    ),
     task: str = typer.Option("retrieval", help="Prompt kind: retrieval, classification, vqa, grounding, document."),
+    rerank: int = typer.Option(
+        0, min=0, help="Rerank the first K hits with a reasoning reranker (the cascade); 0: retrieval only."
+    ),
+    retrieve_k: int = typer.Option(None, min=1, help="Hits retrieved before reranking (default: max(top-k, rerank))."),
+    reranker: str = typer.Option(
+        None, help="Reranker: a generative VLM folder / Hub id, 'starter' (default for starter indexes)."
+    ),
+    reranker_url: str = typer.Option(None, help="OpenAI-compatible server serving --reranker (logprobs needed)."),
 ) -> None:
-    """Search index NAME by text, image, or both."""
+    """Search index NAME by text, image, or both; --rerank k reranks the top k with a reasoning reranker."""
     from mmcascade.cli.errors import exit_on_user_error
     from mmcascade.cli.search import run_search
 
@@ -114,6 +133,10 @@ def search(
             reasoner_url=reasoner_url,
             think_tokens=think_tokens,
             task=task,
+            rerank=rerank,
+            retrieve_k=retrieve_k,
+            reranker=reranker,
+            reranker_url=reranker_url,
         )
 
 
@@ -148,7 +171,15 @@ def evaluate(
         None, help="Reasoner: a local VLM folder / Hub id, or the served model with --reasoner-url."
     ),
     reasoner_url: str = typer.Option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
-    think_tokens: int = typer.Option(256, help="Reasoning token budget."),
+    think_tokens: int = typer.Option(
+        None,
+        min=0,
+        help="Reasoning token budget: of the query reasoner with --think (default 256) and of the reranker per "
+        "candidate with --rerank (default 0).",
+    ),
+    rerank: int = typer.Option(0, min=0, help="Rerank each query's top K candidates (the cascade); 0: off."),
+    reranker: str = typer.Option(None, help="Reranker: generative VLM folder / Hub id ('starter' for the starter)."),
+    reranker_url: str = typer.Option(None, help="OpenAI-compatible server serving --reranker (logprobs needed)."),
 ) -> None:
     """Evaluate a model on MMEB-V2-format datasets at several budgets; resumable, cached, reported."""
     from mmcascade.cli.errors import exit_on_user_error
@@ -169,6 +200,9 @@ def evaluate(
             reasoner=reasoner,
             reasoner_url=reasoner_url,
             think_tokens=think_tokens,
+            rerank=rerank,
+            reranker=reranker,
+            reranker_url=reranker_url,
         )
 
 

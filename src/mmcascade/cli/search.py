@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mmcascade.cascade import Budget, Cascade, CascadeHit
 from mmcascade.index import Index, SearchHit
+from mmcascade.reasoner.cache import TraceCache, default_trace_cache_path
+from mmcascade.rerank.factory import make_reranker
+
+DEFAULT_TRACE_TOKENS = 256  # the query reasoner's budget when --think-tokens is not given
+STARTER_MODELS = ("starter",)  # indexes of these models rerank with the starter reasoner by default
 
 
 def run_search(
@@ -27,22 +35,71 @@ def run_search(
     think: bool = False,
     reasoner: str | None = None,
     reasoner_url: str | None = None,
-    think_tokens: int = 256,
+    think_tokens: int | None = None,
     task: str = "retrieval",
-) -> list[SearchHit]:
+    rerank: int = 0,
+    retrieve_k: int | None = None,
+    reranker: str | None = None,
+    reranker_url: str | None = None,
+) -> list[CascadeHit]:
+    """Search index ``name``; with ``rerank`` > 0 the first ``rerank`` hits are reranked (the cascade).
+
+    ``think_tokens`` is the reasoning budget of whichever model reasons: the query reasoner (``think``,
+    default 256) and the reranker (default 0: it judges without reasoning).
+    """
     query = make_query(text, image)
     trace = None
-    with Index.open(name, model=model, data_dir=data_dir) as index:
-        if think:
-            trace = think_about(
-                query, index.manifest.query_instruction, instruction, reasoner, reasoner_url, think_tokens, task
+    with contextlib.ExitStack() as stack:
+        index = stack.enter_context(Index.open(name, model=model, data_dir=data_dir))
+        budget = search_budget(index, top_k, query_budget, rerank, retrieve_k, think_tokens)
+        judge = None
+        if rerank:
+            cache = stack.enter_context(TraceCache(default_trace_cache_path()))
+            judge = make_reranker(
+                reranker or default_reasoner(index, "--rerank", "--reranker"), url=reranker_url, cache=cache
             )
-        hits = index.search(query, top_k=top_k, query_budget=query_budget, instruction=instruction, trace=trace)
+        if think:
+            trace_tokens = think_tokens if think_tokens is not None else DEFAULT_TRACE_TOKENS
+            trace = think_about(
+                query,
+                index.manifest.query_instruction,
+                instruction,
+                reasoner or default_reasoner(index, "--think", "--reasoner"),
+                reasoner_url,
+                trace_tokens,
+                task,
+            )
+        hits = Cascade(index, judge).search(query, budget, instruction=instruction, trace=trace)[:top_k]
     if as_json:
         print(json.dumps(hits_as_json(hits), indent=2))
     else:
         Console().print(hits_table(hits, title=f"{name}: {describe_query(text, image)}"))
     return hits
+
+
+def search_budget(
+    index: Index, top_k: int, query_budget: int | None, rerank: int, retrieve_k: int | None, think_tokens: int | None
+) -> Budget:
+    """The CLI's budget: K defaults to max(top-k, rerank), capped at the index size (an explicit K is not capped)."""
+    count = index.count()
+    if rerank > count:
+        raise ValueError(f"--rerank {rerank} is larger than index {index.name!r}, which holds {count} document(s)")
+    return Budget(
+        query_vectors=query_budget,
+        retrieve_k=retrieve_k if retrieve_k is not None else max(1, min(max(top_k, rerank), count)),
+        rerank_k=rerank,
+        think_tokens=think_tokens if think_tokens is not None else 0,
+    )
+
+
+def default_reasoner(index: Index, option: str, model_option: str) -> str:
+    """The starter reasoner for indexes of the starter embedder (it reasons and reranks for it); else an error."""
+    if index.manifest.model in STARTER_MODELS:
+        return "starter"
+    raise ValueError(
+        f"{option} needs {model_option}: index {index.name!r} was built with {index.manifest.model!r}, which has no "
+        "default; pass a generative VLM folder or Hub id (or a served model with the matching --...-url option)"
+    )
 
 
 def think_about(
@@ -84,21 +141,42 @@ def make_query(text: str | None, image: Path | None) -> dict:
     return query
 
 
-def hits_as_json(hits: list[SearchHit]) -> list[dict]:
-    return [
-        {"id": hit.id, "score": hit.score, "rank": rank, "payload": hit.payload} for rank, hit in enumerate(hits, 1)
-    ]
+def hits_as_json(hits: Sequence[CascadeHit | SearchHit]) -> list[dict]:
+    """``{"id", "score", "rank", "payload"}`` per hit; reranked searches add ``retrieval_rank``,
+    ``rerank_score`` (P(yes), null for hits past the rerank depth) and ``reasoning``."""
+    rows = []
+    for rank, hit in enumerate(hits, 1):
+        if isinstance(hit, CascadeHit):
+            row = {"id": hit.id, "score": hit.retrieval_score, "rank": rank, "payload": dict(hit.payload)}
+            if any(isinstance(other, CascadeHit) and other.reranked for other in hits):
+                row |= {
+                    "retrieval_rank": hit.retrieval_rank,
+                    "rerank_score": hit.rerank_score,
+                    "reasoning": hit.reasoning,
+                }
+        else:
+            row = {"id": hit.id, "score": hit.score, "rank": rank, "payload": hit.payload}
+        rows.append(row)
+    return rows
 
 
-def hits_table(hits: list[SearchHit], title: str) -> Table:
+def hits_table(hits: Sequence[CascadeHit | SearchHit], title: str) -> Table:
+    reranked = any(isinstance(hit, CascadeHit) and hit.reranked for hit in hits)
     table = Table(title=escape(title))
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
+    if reranked:
+        table.add_column("P(yes)", justify="right")
     table.add_column("id")
     table.add_column("caption / text")
     for rank, hit in enumerate(hits, 1):
         summary = hit.payload.get("caption") or hit.payload.get("text") or ""
-        table.add_row(str(rank), f"{hit.score:.3f}", escape(hit.id), escape(str(summary)))
+        score = hit.retrieval_score if isinstance(hit, CascadeHit) else hit.score
+        cells = [str(rank), f"{score:.3f}"]
+        if reranked:
+            rerank_score = hit.rerank_score if isinstance(hit, CascadeHit) else None
+            cells.append("" if rerank_score is None else f"{rerank_score:.3f}")
+        table.add_row(*cells, escape(hit.id), escape(str(summary)))
     return table
 
 

@@ -92,7 +92,7 @@ def read_jsonl(path: Path, *, instruction: str | None = None) -> Iterator[Source
     """One record per line: ``{"id", "text", "image" | "images", "instruction", "payload"}``.
 
     Image paths are relative to the JSONL file's folder. ``id`` defaults to ``"line-N"``; ``payload``
-    defaults to the line's text and image paths.
+    defaults to the line's text and its image paths made absolute (so hits can be shown and reranked from anywhere).
     """
     root = path.parent
     with path.open(encoding="utf-8", errors="replace") as handle:
@@ -138,12 +138,18 @@ def _parse_line(
     if "image" in value and "images" in value:
         raise ValueError("give either 'image' or 'images', not both")
     as_item({**fields, "images": images})  # validates text/instruction/placeholders now, without decoding
+    paths = [root / image for image in images]
     payload = value.get("payload")
     if payload is None:
-        payload = {key: value[key] for key in ("text", "image", "images") if key in value}
+        # the document's content, with absolute image paths, so a result can be shown or reranked from anywhere
+        payload = {"text": value["text"]} if "text" in value else {}
+        absolute = [os.path.abspath(path) for path in paths]
+        if "image" in value:
+            payload["image"] = absolute[0]
+        elif "images" in value:
+            payload["images"] = absolute
     elif not isinstance(payload, dict):
         raise ValueError(f"'payload' must be an object; got {type(payload).__name__}")
-    paths = [root / image for image in images]
 
     def load() -> Item:
         decoded = [load_image(image_path) for image_path in paths]

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmcascade.cascade import RerankStage
+from mmcascade.data.items import as_item
 from mmcascade.evaluation.encode_cache import EncodedDataset
 from mmcascade.evaluation.metrics import TiePolicy, mean_metrics, query_metrics, rank_candidates
 from mmcascade.evaluation.mmeb.dataset import EvalDataset
@@ -45,8 +47,13 @@ def score_dataset(
     ties: TiePolicy = "pessimistic",
     seed: int = 0,
     main_metric: str = "hit@1",
+    rerank: RerankStage | None = None,
 ) -> DatasetResult:
-    """Rank, measure and average one dataset at ``budget`` (``(query, document)`` vectors; None = all)."""
+    """Rank, measure and average one dataset at ``budget`` (``(query, document)`` vectors; None = all).
+
+    ``rerank``: the cascade's second stage reorders each query's first ``rerank.depth`` candidates (after
+    the tie policy has ordered the retrieval scores), exactly as :class:`~mmcascade.cascade.Cascade` does.
+    """
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     query_budget, doc_budget = budget if budget is not None else (None, None)
@@ -80,6 +87,10 @@ def score_dataset(
             rows = torch.tensor([name_index[name] for name in names], dtype=torch.long)
             scores = maxsim(queries[row : row + 1], candidates[rows])[0].numpy()  # (n_own,)
         ranked, tied = rank_candidates(scores, names, query.labels, ties=ties, rng=rng)
+        if rerank is not None:
+            head = [as_item(dataset.candidates[name]) for name in ranked[: rerank.depth]]
+            order, _ = rerank.apply(as_item(query.item), head, len(ranked))
+            ranked = [ranked[index] for index in order]
         chance.append(_chance(names, query.labels, query.rel_scores, main_metric, rng))
         n_tied += int(tied)
         per_query.append(query_metrics(ranked, query.labels, query.rel_scores))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmcascade.cascade import RerankStage
 from mmcascade.evaluation.budgets import DEFAULT_BUDGETS, budget_label, check_budgets
 from mmcascade.evaluation.dataset_scoring import DatasetResult, score_dataset
 from mmcascade.evaluation.encode_cache import dataset_fingerprint, load_or_encode
@@ -67,6 +68,7 @@ def run_eval(
     reasoner: Any = None,
     think_settings: Any = None,
     trace_cache: Any = None,
+    rerank: RerankStage | None = None,
     log: Log = print,
 ) -> EvalRun:
     """Evaluate ``model`` on the datasets of ``config`` at every budget; see the module docstring.
@@ -81,6 +83,8 @@ def run_eval(
         reasoner: Think-Then-Embed: a :class:`~mmcascade.reasoner.Reasoner` writes a trace for every query
             (prompt kind from the dataset's meta-task, ``think_settings`` budget, cached in ``trace_cache``),
             and queries are embedded with it. The encode cache sees the traces, so it never mixes runs.
+        rerank: the cascade's second stage (reranker, depth k, reasoning budget) reorders each query's first
+            k candidates, as a search with ``--rerank k`` does; recorded in the reports' metadata.
     """
     from mmcascade.embedder import Embedder
     from mmcascade.hub import resolve_pretrained
@@ -127,7 +131,9 @@ def run_eval(
             run.encoded_from_cache.append(entry.name)
             log(f"{entry.name}: vectors from the cache")
         for budget, summary in zip(budget_list, run.budgets, strict=True):
-            result = score_dataset(dataset, encoded, budget, ties=ties, seed=seed, main_metric=dataset.main_metric)
+            result = score_dataset(
+                dataset, encoded, budget, ties=ties, seed=seed, main_metric=dataset.main_metric, rerank=rerank
+            )
             run.scoring_seconds += result.scoring_seconds
             if result.problems:
                 run.problems.setdefault(entry.name, []).extend(
@@ -165,6 +171,9 @@ def run_eval(
         "ties": ties,
         "seed": seed,
         "budgets": [summary.budget for summary in run.budgets],
+        "rerank": None
+        if rerank is None
+        else {"model": rerank.reranker.model_id, "depth": rerank.depth, "think_tokens": rerank.think_tokens},
         "mmcascade_version": _version(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -1,0 +1,124 @@
+"""The cascade: ordering equals a brute-force rerank of the retrieved list; budgets are checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmcascade.backbones import load_backbone
+from mmcascade.backbones.testing import build_tiny_checkpoint
+from mmcascade.cascade import Budget, Cascade, candidate_item, merge_rankings
+from mmcascade.data.collections import read_collection
+from mmcascade.data.items import Item
+from mmcascade.index import Index
+from mmcascade.rerank import Reranker
+from mmcascade.rerank.local import LocalJudge
+
+TEXTS = [
+    "a small red circle",
+    "a large blue square",
+    "two yellow stars above a brown rectangle",
+    "a green triangle left of a red circle",
+    "a cat on a mat",
+    "a grey rocket on the launch pad",
+]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory):
+    from mmcascade import Embedder
+
+    root = tmp_path_factory.mktemp("cascade")
+    Image.new("RGB", (48, 48), "red").save(root / "red.png")
+    lines = [{"id": f"t{number}", "text": text} for number, text in enumerate(TEXTS)]
+    lines.append({"id": "img", "image": "red.png", "text": "a red picture"})
+    (root / "docs.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    embedder = Embedder.from_pretrained("starter")
+    with Index.create("docs", "starter", backend="exact", data_dir=root, embedder=embedder) as created:
+        created.build(read_collection(root / "docs.jsonl"))
+    index = Index.open("docs", data_dir=root, embedder=embedder)
+    yield index
+    index.close()
+
+
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory: pytest.TempPathFactory) -> Reranker:
+    folder = build_tiny_checkpoint("qwen2_vl", tmp_path_factory.mktemp("judge") / "qwen2_vl")
+    return Reranker(LocalJudge(load_backbone(folder).eval(), "tiny", batch_size=4))
+
+
+def test_merge_rankings_by_hand() -> None:
+    assert merge_rankings([4, 2, 7, 1], [0.1, 0.9, 0.5]) == [2, 7, 4, 1]
+    assert merge_rankings([4, 2, 7], [0.5, 0.5]) == [4, 2, 7]  # ties keep retrieval order
+    assert merge_rankings([3, 1], []) == [3, 1]
+    with pytest.raises(ValueError, match="3 rerank scores for 2 candidates"):
+        merge_rankings([0, 1], [0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("rerank_k", [0, 3, 7])
+def test_cascade_order_equals_a_brute_force_rerank(index: Index, reranker: Reranker, rerank_k: int) -> None:
+    query = "a red circle"
+    budget = Budget(retrieve_k=7, rerank_k=rerank_k)
+    hits = Cascade(index, reranker).search(query, budget)
+    retrieved = index.search(query, top_k=7)
+    assert sorted(hit.id for hit in hits) == sorted(hit.id for hit in retrieved)
+    # brute force: score each of the first k retrieved documents on its own, sort by score, keep the rest
+    head = retrieved[:rerank_k]
+    instruction = index.manifest.query_instruction
+    scores = {
+        hit.id: reranker.score([Item(text=query, instruction=instruction)], [candidate_item(hit.payload, hit.id)])[0]
+        for hit in head
+    }
+    expected = sorted(head, key=lambda hit: -scores[hit.id].score) + retrieved[rerank_k:]
+    assert [hit.id for hit in hits] == [hit.id for hit in expected]
+    for hit in hits:
+        assert hit.retrieval_rank == next(rank for rank, other in enumerate(retrieved, 1) if other.id == hit.id)
+        if hit.id in scores:
+            assert hit.rerank_score == pytest.approx(scores[hit.id].score, abs=1e-5)
+            assert hit.reasoning == ""
+        else:
+            assert hit.rerank_score is None and hit.reasoning is None
+
+
+def test_reasoning_comes_back_with_the_hits(index: Index, reranker: Reranker) -> None:
+    hits = Cascade(index, reranker).search("a red circle", Budget(retrieve_k=3, rerank_k=2, think_tokens=4))
+    assert sum(hit.reranked for hit in hits) == 2
+    assert all(isinstance(hit.reasoning, str) for hit in hits if hit.reranked)
+
+
+def test_a_reranked_image_document_is_its_file(index: Index) -> None:
+    hit = next(hit for hit in index.search("a red picture", top_k=7) if hit.id == "img")
+    item = candidate_item(hit.payload, hit.id)
+    assert item.text == "a red picture" and Path(item.images[0]).name == "red.png"
+    with pytest.raises(ValueError, match="document 'x' cannot be reranked"):
+        candidate_item({"score": 1}, "x")
+    with pytest.raises(FileNotFoundError, match="document 'y': image file not found"):
+        candidate_item({"path": "/nowhere/gone.png"}, "y")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retrieve_k": 5, "rerank_k": 6}, r"rerank_k \(k=6\) is larger than retrieve_k \(K=5\)"),
+        ({"rerank_k": -1}, r"rerank_k \(k\) must be an int >= 0"),
+        ({"retrieve_k": 0}, r"retrieve_k \(K\) must be a positive int"),
+        ({"think_tokens": -3}, "think_tokens"),
+        ({"query_vectors": 0}, "query_vectors must be a positive int"),
+    ],
+)
+def test_bad_budgets_are_refused(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Budget(**options)
+
+
+def test_budgets_that_do_not_fit_the_index_are_refused(index: Index, reranker: Reranker) -> None:
+    with pytest.raises(ValueError, match=r"K=50\) is larger than index 'docs', which holds 7"):
+        Cascade(index, reranker).search("x", Budget(retrieve_k=50))
+    stored = index.manifest.doc_budget
+    with pytest.raises(ValueError, match=f"stores {stored} vectors per document"):
+        Cascade(index, reranker).search("x", Budget(retrieve_k=3, document_vectors=stored + 1))
+    with pytest.raises(ValueError, match="needs a reranker"):
+        Cascade(index).search("x", Budget(retrieve_k=3, rerank_k=1))

@@ -49,3 +49,23 @@ def train_reasoner(
         parsed = dict(parse_override(text) for text in overrides)
         final = train_reasoner_from_config(config, resume_from=None if resume == "none" else resume, overrides=parsed)
     typer.echo(f"final model: {final}")
+
+
+@app.command("reranker")
+def train_reranker(
+    config: Path = typer.Option(..., "--config", "-c", help="Reranker training config (YAML)."),
+    resume: str = typer.Option(
+        "latest", help="'latest' (newest checkpoint in the output dir, if any), 'none', or a checkpoint folder."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key, e.g. --set training.max_steps=10 (repeatable)."
+    ),
+) -> None:
+    """Train a generative VLM as a yes/no reranker on training records (query, positive, negatives), LoRA or full."""
+    from mmcascade.training.rerank_train import train_reranker_from_config
+    from mmcascade.utils.config import parse_override
+
+    with exit_on_user_error():
+        parsed = dict(parse_override(text) for text in overrides)
+        final = train_reranker_from_config(config, resume_from=None if resume == "none" else resume, overrides=parsed)
+    typer.echo(f"final model: {final}")

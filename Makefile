@@ -40,6 +40,7 @@ bench: install
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/index.py
 	$(PY) benchmarks/eval_budgets.py
+	$(PY) benchmarks/rerank.py
 
 # Rebuild the starter model from offline parts: data, training (~20 min on 2 CPU cores), single-vector
 # baseline, held-out evaluation, model card. Installs into src/mmcascade/assets/starter.

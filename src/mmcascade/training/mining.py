@@ -22,16 +22,16 @@ import hashlib
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mmcascade.data.items import Item, load_image
 from mmcascade.data.records import TrainingRecord, read_records, write_records
-from mmcascade.rerank.base import RerankScore, check_think_tokens
+from mmcascade.rerank.base import check_think_tokens
+from mmcascade.training.mining_state import ScoreState
+from mmcascade.utils.fs import write_text_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -43,8 +43,6 @@ FalseNegativeRule = Literal["threshold", "margin"]
 
 #: two P(yes) values closer than this are equal: a score on a boundary (after float rounding) is on it
 TIE_TOLERANCE = 1e-9
-STATE_FORMAT = 1
-_STATE_MARKER = "mmcascade_mining_state"
 _KEY_CHARS = 32  # 128-bit content keys: no collision in any corpus that fits a records file
 
 
@@ -295,7 +293,7 @@ def mine(
         "think_tokens": think_tokens,
         "input_sha256": _file_digest(records_path),
     }
-    with _ScoreState.open(state_path, settings) as state:
+    with ScoreState.open(state_path, settings) as state:
         pending = [key for key in corpus.queries if key not in state.retrieved]
         if len(pending) < len(corpus.queries):
             say(f"resuming: {len(corpus.queries) - len(pending)} queries already judged in {state_path}")
@@ -419,7 +417,7 @@ def _as_multi_vector(vectors: torch.Tensor) -> torch.Tensor:
 def _score_all(
     reranker: Reranker,
     corpus: _Corpus,
-    state: _ScoreState,
+    state: ScoreState,
     fresh_retrieval: dict[str, list[tuple[str, float]]],
     keep_original_negatives: bool,
     think_tokens: int,
@@ -462,7 +460,7 @@ def _score_all(
 
 def _decide_all(
     corpus: _Corpus,
-    state: _ScoreState,
+    state: ScoreState,
     n_negatives: int,
     threshold: float,
     margin: float | None,
@@ -527,7 +525,7 @@ class _FalseNegativeReport:
 
     prepared: _Prepared
     corpus: _Corpus
-    state: _ScoreState
+    state: ScoreState
     positive_score: float
 
     def entry(self, key: str, rule: FalseNegativeRule, rank: int | None) -> dict[str, Any]:
@@ -556,104 +554,6 @@ def _describe(item: Item) -> dict[str, Any]:
     return side
 
 
-# --------------------------------------------------------------------------------------------- the state file
-class _ScoreState:
-    """The resume file: a settings header, then one JSON line per judged query (appended, flushed, fsynced).
-
-    Line format: ``{"query": KEY, "retrieved": [[KEY, score], ...] | null, "scores": [[KEY, p, yes, no, reasoning]]}``;
-    a query's later lines add pairs (e.g. its original negatives) to earlier ones.
-    """
-
-    def __init__(self, path: Path, handle: IO[str]):
-        self.path = path
-        self.handle = handle
-        self.retrieved: dict[str, list[tuple[str, float]]] = {}
-        self.scores: dict[tuple[str, str], RerankScore] = {}
-
-    @classmethod
-    @contextmanager
-    def open(cls, path: Path, settings: dict[str, Any]) -> Iterator[_ScoreState]:
-        lines = _read_state_lines(path, settings)
-        with path.open("a", encoding="utf-8") as handle:
-            state = cls(path, handle)
-            for number, line in enumerate(lines, start=2):
-                state._load(line, number)
-            yield state
-
-    def append(self, query_key: str, retrieved: list[tuple[str, float]] | None, scores: dict[str, RerankScore]) -> None:
-        line = {
-            "query": query_key,
-            "retrieved": [[key, score] for key, score in retrieved] if retrieved is not None else None,
-            "scores": [[key, s.score, s.yes_logit, s.no_logit, s.reasoning] for key, s in scores.items()],
-        }
-        self.handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self._remember(query_key, retrieved, scores)
-
-    def _load(self, text: str, number: int) -> None:
-        try:
-            line = json.loads(text)
-            retrieved = line["retrieved"]
-            scores = {
-                key: RerankScore(score=float(p), yes_logit=float(yes), no_logit=float(no), reasoning=reasoning)
-                for key, p, yes, no, reasoning in line["scores"]
-            }
-            query_key = line["query"]
-            retrieved = [(key, float(score)) for key, score in retrieved] if retrieved is not None else None
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(
-                f"{self.path}:{number} is not a mining state line ({error}); delete the file to start over"
-            ) from None
-        self._remember(query_key, retrieved, scores)
-
-    def _remember(
-        self, query_key: str, retrieved: list[tuple[str, float]] | None, scores: dict[str, RerankScore]
-    ) -> None:
-        if retrieved is not None:
-            self.retrieved[query_key] = retrieved
-        for key, score in scores.items():
-            self.scores[(query_key, key)] = score
-
-
-def _read_state_lines(path: Path, settings: dict[str, Any]) -> list[str]:
-    """The state's score lines after checking its header; a missing file is created with one.
-
-    A last line cut by a kill (no newline) is removed, so the run appends after the last complete query.
-    """
-    header = {_STATE_MARKER: STATE_FORMAT, "settings": settings}
-    content = path.read_bytes() if path.is_file() else b""
-    if content and not content.endswith(b"\n"):
-        cut = content.rfind(b"\n") + 1
-        if cut == 0 and not content.startswith(b'{"' + _STATE_MARKER.encode()):
-            raise ValueError(f"{path} is not a mining state file; delete it or pass another state path (--state)")
-        content = content[:cut]
-        with path.open("r+b") as handle:
-            handle.truncate(cut)
-    if not content:
-        _write_text_atomically(path, json.dumps(header) + "\n")
-        return []
-    first, *lines = content.decode("utf-8").splitlines()
-    try:
-        found = json.loads(first)
-    except json.JSONDecodeError:
-        found = None
-    if not isinstance(found, dict) or found.get(_STATE_MARKER) != STATE_FORMAT:
-        raise ValueError(f"{path} is not a mining state file; delete it or pass another state path (--state)")
-    stored = found.get("settings", {})
-    differences = [
-        f"{name} {stored.get(name)!r} in the file, {value!r} now"
-        for name, value in settings.items()
-        if stored.get(name) != value
-    ]
-    if differences:
-        raise ValueError(
-            f"{path} holds reranker scores from other settings ({'; '.join(differences)}); delete it to start over, "
-            "or pass another state path (--state)"
-        )
-    return [line for line in lines if line.strip()]
-
-
 # --------------------------------------------------------------------------------------------- small helpers
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
@@ -668,19 +568,4 @@ def _text_digest(*parts: str) -> str:
 
 
 def _write_json_atomically(path: Path, payload: Any) -> None:
-    _write_text_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``: it is complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")

@@ -34,3 +34,18 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     os.replace(staging, target)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``: it is complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

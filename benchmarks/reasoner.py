@@ -2,13 +2,16 @@
 
     python benchmarks/reasoner.py            # 32 short prompts x 64 new tokens
     python benchmarks/reasoner.py --quick    # 8 prompts x 16 new tokens, a smoke run
+    python benchmarks/reasoner.py --full-length   # every sequence runs to the budget: the pure batching gain
 
 Model: the untrained ``starter-reasoner-base`` alias (SmolLM2-135M + EfficientNet-Lite0); its first use
 converts a GGUF (about 20 s, not timed). Both rows of each table run in this process, on this machine:
 
 * generation: ``LocalReasoner.complete`` over the same prompts with ``batch_size`` = N (one left-padded,
   KV-cached ``generate`` call) and with ``batch_size`` = 1. Tokens/s counts the generated tokens
-  (the model's tokenizer over the returned text); an untrained model rarely stops before the budget.
+  (the model's tokenizer over the returned text). With natural stopping a batch runs until its longest
+  sequence stops, so finished rows still cost steps; ``--full-length`` sets the model's generation
+  ``min_new_tokens`` to the budget so both rows generate exactly the same number of tokens.
 * evaluation repeated: ``reason()`` over the same prompts twice with a ``TraceCache`` in a temporary
   folder; the first run generates and stores every trace, the second finds them all in the cache.
 """
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 prompts x 16 new tokens")
     parser.add_argument("--prompts", type=int, default=None, help="number of prompts (default 32, quick 8)")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens per prompt (default 64, quick 16)")
+    parser.add_argument("--full-length", action="store_true", help="no early stop: every sequence gets --tokens")
     args = parser.parse_args()
     n_prompts = args.prompts or (8 if args.quick else 32)
     n_tokens = args.tokens or (16 if args.quick else 64)
@@ -64,6 +68,9 @@ def main() -> None:
     start = time.perf_counter()
     reasoner = LocalReasoner.from_pretrained(MODEL, batch_size=n_prompts)
     load_s = time.perf_counter() - start
+    if args.full_length:
+        language_model = getattr(reasoner.backbone, "lm", None) or reasoner.backbone.model
+        language_model.generation_config.min_new_tokens = n_tokens  # generate() reads its defaults from here
     settings = GenerationSettings(max_new_tokens=n_tokens)  # greedy
     template = load_template("retrieval")
     texts = captions(n_prompts)
@@ -71,6 +78,7 @@ def main() -> None:
     print(
         f"model {MODEL} (loaded in {load_s:.1f} s), {torch.get_num_threads()} threads, "
         f"{n_prompts} prompts x {n_tokens} new tokens, greedy"
+        + (", full length (min_new_tokens = budget)" if args.full_length else ", natural stopping")
     )
 
     with torch.inference_mode():

@@ -240,3 +240,12 @@ def test_config_typo_gets_a_did_you_mean(tmp_path: Path) -> None:
         config_from_dict(ReasonerTrainConfig, raw)
     with pytest.raises(ValueError, match="mode"):
         config_from_dict(ReasonerTrainConfig, {**raw, "training": {}, "finetune": {"mode": "head"}})
+
+
+def test_lora_on_the_starter_reasoner_saves_a_low_rank_delta(starter_folder: Path, tmp_path: Path) -> None:
+    record = {"item": {"text": "a red circle"}, "trace": SHORT_TRACE}
+    data = _write_data(tmp_path / "data", [record])
+    config = _config(starter_folder, data, tmp_path / "run", epochs=3, learning_rate=1e-2)
+    final = train_reasoner_from_config(config_from_dict(ReasonerTrainConfig, config))
+    assert json.loads((final / "config.json").read_text())["lm_weights"] == "delta"  # not a full LM copy
+    assert not (final / "lm").exists()

@@ -188,3 +188,25 @@ def test_data_errors_name_the_line(qwen2_vl_checkpoint: Path, tmp_path: Path) ->
     config = config_from_dict(TrainConfig, make_config(qwen2_vl_checkpoint, empty, tmp_path / "run"))
     with pytest.raises(ValueError, match="empty.jsonl"):
         train_from_config(config)
+
+
+def test_the_starter_continues_training_with_its_own_recipe(tmp_path: Path) -> None:
+    """configs/starter.yaml's finetune section on the trained starter (a backbone without a ``.model``)."""
+    import yaml
+
+    data = write_dataset(tmp_path / "data", n_records=4, negatives=1)
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "configs" / "starter.yaml").read_text())
+    config = {
+        "model": {"name_or_path": "starter"},
+        "data": {"train": str(data)},
+        "loss": recipe["loss"],
+        "finetune": recipe["finetune"],
+        "training": {"output_dir": str(tmp_path / "run"), "batch_size": 4, "max_steps": 2, "progress_bar": False},
+    }
+    final = train_from_config(config_from_dict(TrainConfig, config))
+    before, after = Embedder.from_pretrained("starter"), Embedder.from_pretrained(final)
+    changed = {
+        name for name, tensor in before.state_dict().items() if not torch.equal(tensor, after.state_dict()[name])
+    }
+    assert changed and all("lora_" in name or not name.startswith("backbone.text.") for name in changed)
+    assert not any(name.startswith("backbone.vision.") for name in changed)  # frozen by the recipe

@@ -13,7 +13,10 @@ from mmcascade.training.config import FinetuneConfig
 
 def apply_finetune_mode(embedder: Embedder, config: FinetuneConfig) -> Any | None:
     """Set ``requires_grad`` on every parameter; returns the peft model in LoRA mode (for merging), else None."""
-    return set_trainable(embedder, embedder.backbone, embedder.backbone.model, config, always_trained=embedder.head)
+    # LoRA goes into the Hugging Face model a backbone wraps (Qwen-VL ``.model``); a backbone without one (the
+    # starter: packaged encoders with their own adapters) takes it on itself.
+    lora_model = getattr(embedder.backbone, "model", embedder.backbone)
+    return set_trainable(embedder, embedder.backbone, lora_model, config, always_trained=embedder.head)
 
 
 def set_trainable(

@@ -31,21 +31,36 @@ class LocalJudge(LocalReasoner, JudgeModel):
         self.tokens: JudgementTokens = judgement_tokens(self.backbone.processor.tokenizer, model_id=model_id)
 
     def yes_no_logits(self, prompts: Sequence[Prompt], prefixes: Sequence[str]) -> list[tuple[float, float]]:
-        if len(prefixes) != len(prompts):
-            raise ValueError(f"got {len(prefixes)} reply prefixes for {len(prompts)} prompts")
-        items = [Item(text=prompt.user, images=prompt.images) for prompt in prompts]
-        order = sorted(range(len(items)), key=lambda index: self.backbone.estimate_length(items[index]))
-        results: list[tuple[float, float]] = [(0.0, 0.0)] * len(items)
-        token_ids = (self.tokens.yes, self.tokens.no)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                logits = self.backbone.continuation_logits(
-                    [items[index] for index in batch],
-                    [prompts[index].system for index in batch],
-                    [prefixes[index] for index in batch],
-                    token_ids,
-                )  # (b, 2)
-                for index, (yes, no) in zip(batch, logits.tolist(), strict=True):
-                    results[index] = (yes, no)
-        return results
+        logits = prompt_continuation_logits(
+            self.backbone, prompts, prefixes, (self.tokens.yes, self.tokens.no), batch_size=self.batch_size
+        )  # (n, 2)
+        return [(yes, no) for yes, no in logits.tolist()]
+
+
+def prompt_continuation_logits(
+    backbone: Backbone,
+    prompts: Sequence[Prompt],
+    prefixes: Sequence[str],
+    token_ids: Sequence[int],
+    *,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Logits ``(n, len(token_ids))`` of the token after each chat prompt + assistant reply prefix, in order.
+
+    Prompts are sorted by length and run ``batch_size`` at a time (less padding), under inference mode.
+    """
+    if len(prefixes) != len(prompts):
+        raise ValueError(f"got {len(prefixes)} reply prefixes for {len(prompts)} prompts")
+    items = [Item(text=prompt.user, images=prompt.images) for prompt in prompts]
+    order = sorted(range(len(items)), key=lambda index: backbone.estimate_length(items[index]))
+    results = torch.zeros((len(items), len(token_ids)))  # (n, T)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            results[batch] = backbone.continuation_logits(
+                [items[index] for index in batch],
+                [prompts[index].system for index in batch],
+                [prefixes[index] for index in batch],
+                token_ids,
+            ).float()  # (b, T)
+    return results

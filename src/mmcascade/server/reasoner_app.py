@@ -35,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from mmcascade.data.items import IMAGE_PLACEHOLDER, Item, load_image
+from mmcascade.data.items import IMAGE_PLACEHOLDER, load_image
 from mmcascade.reasoner.base import MAX_TOKEN_BUDGET, GenerationSettings, Prompt, Reasoner
 
 logger = logging.getLogger(__name__)
@@ -406,28 +406,22 @@ class NextTokenScorer:
         """The :data:`MAX_TOP_LOGPROBS` most likely tokens after each prompt + reply prefix, best first."""
         import torch
 
-        items = [Item(text=prompt.user, images=prompt.images) for prompt in prompts]
-        order = sorted(range(len(items)), key=lambda index: self.backbone.estimate_length(items[index]))
-        results: list[NextToken | None] = [None] * len(items)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                logits = self.backbone.continuation_logits(
-                    [items[index] for index in batch],
-                    [prompts[index].system for index in batch],
-                    [reply_prefixes[index] for index in batch],
-                    self.vocabulary,
-                )  # (b, V)
-                logprobs = torch.log_softmax(logits.float(), dim=-1)  # (b, V)
-                values, token_ids = logprobs.topk(min(MAX_TOP_LOGPROBS, logprobs.shape[-1]), dim=-1)  # (b, k)
-                for index, row_values, row_ids in zip(batch, values.tolist(), token_ids.tolist(), strict=True):
-                    results[index] = NextToken(
-                        tuple(
-                            TokenLogprob(self.tokenizer.decode([token_id]), max(value, LOGPROB_FLOOR))
-                            for value, token_id in zip(row_values, row_ids, strict=True)
-                        )
-                    )
-        return [result for result in results if result is not None]
+        from mmcascade.rerank.local import prompt_continuation_logits
+
+        logits = prompt_continuation_logits(
+            self.backbone, prompts, reply_prefixes, self.vocabulary, batch_size=self.batch_size
+        )  # (n, V)
+        logprobs = torch.log_softmax(logits, dim=-1)  # (n, V)
+        values, token_ids = logprobs.topk(min(MAX_TOP_LOGPROBS, logprobs.shape[-1]), dim=-1)  # (n, k)
+        return [
+            NextToken(
+                tuple(
+                    TokenLogprob(self.tokenizer.decode([token_id]), max(value, LOGPROB_FLOOR))
+                    for value, token_id in zip(row_values, row_ids, strict=True)
+                )
+            )
+            for row_values, row_ids in zip(values.tolist(), token_ids.tolist(), strict=True)
+        ]
 
 
 # ----------------------------------------------------------------------------------------------

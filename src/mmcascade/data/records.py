@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
 
 from mmcascade.data.items import Item
+from mmcascade.utils.fs import write_text_atomically
 
 RECORD_KEYS = ("query", "positive", "negatives", "meta")
 SIDE_KEYS = ("text", "image", "instruction")
@@ -153,16 +153,7 @@ def write_records(path: str | os.PathLike, records: Iterable[TrainingRecord]) ->
             lines.append(json.dumps(_record_to_json(record, folder), ensure_ascii=False))
         except ValueError as error:
             raise ValueError(f"record {number} cannot be written to {path}: {error}") from error
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(folder / path.name, "".join(line + "\n" for line in lines))
     return path
 
 

@@ -92,6 +92,9 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
         except ValueError as error:
             results["unequal_error"] = str(error)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks leave together: tearing gloo down while the peer is still in a collective aborts the
+        # process ("terminate called without an active exception"), seen once in CI.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -1,8 +1,9 @@
-"""What every trainer here shares: schedule, autocast, clipping, the metrics log, the progress bar.
+"""What every trainer here shares: schedule, autocast, clipping, resuming, the metrics log, the progress bar.
 
 A trainer mixes in :class:`TrainerParts` and provides ``optim`` (learning rate, warmup, clipping,
 autocast, progress options), ``output_dir``, ``total_steps``, ``step``, ``parameters`` (name -> trainable
-parameter), :meth:`TrainerParts._device`, and the two class attributes below.
+parameter), ``optimizer``, ``scheduler``, :meth:`TrainerParts._device`,
+:meth:`TrainerParts._check_resumable`, and the two class attributes below.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+
+from mmcascade.training.checkpointing import list_checkpoints, load_checkpoint
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -33,6 +37,36 @@ class TrainerParts:
     total_steps: int
     step: int
     parameters: dict[str, torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+    def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
+        """Raise ValueError when the checkpoint at ``path`` cannot continue this run (a different data order)."""
+        raise NotImplementedError
+
+    def _resume(self, resume_from: str | os.PathLike) -> None:
+        """Restore weights, optimizer, schedule and step from ``resume_from`` (a folder, or ``latest``: the
+        newest checkpoint in the output dir, if any), and drop log lines written after it."""
+        if str(resume_from) == "latest":
+            checkpoints = list_checkpoints(self.output_dir)
+            if not checkpoints:
+                return
+            path = checkpoints[-1]
+        else:
+            path = Path(resume_from)
+            if not path.is_dir():
+                raise FileNotFoundError(f"checkpoint folder not found: {path}")
+        trainable, state = load_checkpoint(path, self.optimizer)
+        self._check_resumable(path, state)
+        missing = set(self.parameters) - set(trainable)
+        if missing:
+            raise ValueError(f"{path} lacks trainable weights {sorted(missing)[:5]}...: was the config changed?")
+        with torch.no_grad():
+            for name, parameter in self.parameters.items():
+                parameter.copy_(trainable[name])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self._truncate_log(self.step)
 
     def _device(self) -> torch.device:
         raise NotImplementedError

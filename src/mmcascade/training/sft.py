@@ -27,7 +27,7 @@ from torch import nn
 
 from mmcascade.backbones.base import Backbone
 from mmcascade.data.items import Item
-from mmcascade.training.checkpointing import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from mmcascade.training.checkpointing import prune_checkpoints, save_checkpoint
 from mmcascade.training.finetune import merge_lora, set_trainable, trainable_parameters
 from mmcascade.training.loop import DTYPES, TrainerParts
 from mmcascade.training.sft_config import (
@@ -305,32 +305,13 @@ class GenerativeTrainer(TrainerParts):
         save_checkpoint(path, trainable=dict(self.parameters), optimizer=self.optimizer, state=state)
         prune_checkpoints(self.output_dir, self.optim.keep_checkpoints)
 
-    def _resume(self, resume_from: str | os.PathLike) -> None:
-        if str(resume_from) == "latest":
-            checkpoints = list_checkpoints(self.output_dir)
-            if not checkpoints:
-                return
-            path = checkpoints[-1]
-        else:
-            path = Path(resume_from)
-            if not path.is_dir():
-                raise FileNotFoundError(f"checkpoint folder not found: {path}")
-        trainable, state = load_checkpoint(path, self.optimizer)
+    def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
         saved_batch = state.get("data_position", {}).get("batch_size", self.optim.batch_size)
         if saved_batch != self.optim.batch_size:
             raise ValueError(
                 f"{path} was written with batch_size {saved_batch}; resume with the same batch size "
                 f"(now {self.optim.batch_size}) so the data order matches"
             )
-        missing = set(self.parameters) - set(trainable)
-        if missing:
-            raise ValueError(f"{path} lacks trainable weights {sorted(missing)[:5]}...: was the config changed?")
-        with torch.no_grad():
-            for name, parameter in self.parameters.items():
-                parameter.copy_(trainable[name])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        self._truncate_log(self.step)
 
     def _save_final(self) -> Path:
         final = self.output_dir / "final"

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from mmcascade.embedder import Embedder
-from mmcascade.training.checkpointing import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from mmcascade.training.checkpointing import prune_checkpoints, save_checkpoint
 from mmcascade.training.config import LossConfig, OptimConfig, TrainConfig
 from mmcascade.training.finetune import apply_finetune_mode, merge_lora, trainable_parameters
 from mmcascade.training.grad_cache import ContrastiveBatch, contrastive_step
@@ -214,31 +214,12 @@ class EmbedderTrainer(TrainerParts):
         if self.world_size > 1:
             dist.barrier()
 
-    def _resume(self, resume_from: str | os.PathLike) -> None:
-        if str(resume_from) == "latest":
-            checkpoints = list_checkpoints(self.output_dir)
-            if not checkpoints:
-                return
-            path = checkpoints[-1]
-        else:
-            path = Path(resume_from)
-            if not path.is_dir():
-                raise FileNotFoundError(f"checkpoint folder not found: {path}")
-        trainable, state = load_checkpoint(path, self.optimizer)
+    def _check_resumable(self, path: Path, state: dict[str, Any]) -> None:
         if state["world_size"] != self.world_size:
             raise ValueError(
                 f"{path} was written by {state['world_size']} process(es); resume with the same number "
                 f"(now {self.world_size}) so the data order matches"
             )
-        missing = set(self.parameters) - set(trainable)
-        if missing:
-            raise ValueError(f"{path} lacks trainable weights {sorted(missing)[:5]}...: was the config changed?")
-        with torch.no_grad():
-            for name, parameter in self.parameters.items():
-                parameter.copy_(trainable[name])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        self._truncate_log(self.step)
 
     def _save_final(self) -> Path:
         final = self.output_dir / "final"

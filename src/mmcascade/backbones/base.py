@@ -55,6 +55,8 @@ class Backbone(nn.Module, abc.ABC):
     model_types: ClassVar[tuple[str, ...]]
     #: whether the backbone keeps a language-model head: generate, completion_loss, continuation_logits
     generative: ClassVar[bool] = False
+    #: ``(B, L)`` inputs besides ids and mask that move with the tokens when a completion is appended
+    completion_aligned_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abc.abstractmethod
@@ -174,9 +176,18 @@ class Backbone(nn.Module, abc.ABC):
         self, items: Sequence[Item], systems: Sequence[str | None] | None, completions: Sequence[Sequence[int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden states ``(B, L', H)`` of each chat prompt followed by its completion ids, and labels
-        ``(B, L')`` holding those ids at their positions (-100 elsewhere). Generative backbones only."""
+        ``(B, L')`` holding those ids at their positions (-100 elsewhere). Generative backbones only.
+
+        The prompts come from the processor :meth:`generate` uses; each row's completion follows its prompt and
+        the batch is left-padded again (``append_completions``), so :meth:`forward` gives every token the
+        position generation would.
+        """
         self.require_generative("continue a chat prompt")
-        raise NotImplementedError
+        prompts = self.processor(items, systems)
+        inputs, labels = append_completions(
+            prompts, completions, self.processor.pad_token_id, row_aligned=self.completion_aligned_keys
+        )  # (B, L') each
+        return self.forward(inputs).last_hidden_state, labels
 
     def require_generative(self, job: str) -> None:
         if not self.generative:
@@ -186,7 +197,7 @@ class Backbone(nn.Module, abc.ABC):
             )
 
     def _tokenizer(self) -> Any:
-        return self.processor.tokenizer  # every generative family keeps its tokenizer on its processor
+        return self.processor.tokenizer  # every generative family keeps its chat processor on ``processor``
 
     def _output_layer(self) -> nn.Module:
         raise ValueError(f"the {self.family} backbone has no language-model head")

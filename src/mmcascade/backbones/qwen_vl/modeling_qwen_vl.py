@@ -15,7 +15,6 @@ from mmcascade.backbones.base import (
     BackboneOutput,
     BatchInputs,
     TextDecoder,
-    append_completions,
     sampling_options,
 )
 from mmcascade.backbones.base import lookup_token_embedding as _lookup
@@ -29,6 +28,7 @@ class QwenVLBackbone(Backbone):
 
     hf_class_name: ClassVar[str]
     generative = True
+    completion_aligned_keys = ("mm_token_type_ids",)
 
     def __init__(self, model: Any, processor: QwenVLProcessor):
         super().__init__()
@@ -179,35 +179,6 @@ class QwenVLBackbone(Backbone):
 
     def _stop_token_ids(self) -> Sequence[int] | int | None:
         return self.model.generation_config.eos_token_id
-
-    def continued_states(
-        self, items: Sequence[Item], systems: Sequence[str | None] | None, completions: Sequence[Sequence[int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last hidden states ``(B, L', H)`` of each prompt followed by its completion ids, and the labels ``(B, L')``.
-
-        The prompts come from the processor ``generate`` uses; each row's completion follows its prompt
-        and the batch is left-padded again, so m-RoPE positions (computed from the attention mask) match
-        those of generation.
-        """
-        prompts = self.processor(items, systems)
-        inputs, labels = append_completions(
-            prompts, completions, self.processor.pad_token_id, row_aligned=("mm_token_type_ids",)
-        )  # (B, L') each
-        device = self.device
-        vision = {}
-        if "pixel_values" in inputs:
-            vision = {
-                "pixel_values": inputs["pixel_values"].to(device, self.dtype),
-                "image_grid_thw": inputs["image_grid_thw"].to(device),
-            }
-        outputs = self.model.model(
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-            mm_token_type_ids=inputs["mm_token_type_ids"].to(device),
-            use_cache=False,
-            **vision,
-        )
-        return outputs.last_hidden_state, labels
 
     def estimate_length(self, item: Item) -> int:
         max_pixels = self.processor.config.image_max_pixels or 1024 * 28 * 28

@@ -24,7 +24,6 @@ from mmcascade.backbones.base import (
     BackboneOutput,
     BatchInputs,
     TextDecoder,
-    append_completions,
     lookup_token_embedding,
     sampling_options,
 )
@@ -129,6 +128,7 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
     family = "starter_reasoner"
     model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
     generative = True
+    completion_aligned_keys = ("image_mask",)
 
     def __init__(self, config: StarterReasonerConfig, lm: nn.Module, tokenizer: Any, vision_model: nn.Module):
         super().__init__()
@@ -369,26 +369,6 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
 
     def _stop_token_ids(self) -> Sequence[int] | int | None:
         return self.processor.stop_token_ids
-
-    def continued_states(
-        self, items: Sequence[Item], systems: Sequence[str | None] | None, completions: Sequence[Sequence[int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last hidden states ``(B, L', H)`` of each prompt followed by its completion ids, and the labels ``(B, L')``.
-
-        The prompts (with their image positions) come from the processor ``generate`` uses; each row's
-        completion follows its prompt and the batch is left-padded again. Positions count real tokens
-        only, as in ``forward`` and in generation, so padding never shifts a sequence.
-        """
-        prompts = self.processor(items, systems)
-        inputs, labels = append_completions(
-            prompts, completions, self.processor.pad_token_id, row_aligned=("image_mask",)
-        )  # (B, L') each
-        embeddings, attention_mask = self.embed_inputs(inputs)  # (B, L', H), (B, L')
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, L')
-        outputs = self.lm.model(
-            inputs_embeds=embeddings, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        )
-        return outputs.last_hidden_state, labels
 
     def estimate_length(self, item: Item) -> int:
         chat_frame = 30  # system turn and ChatML markers

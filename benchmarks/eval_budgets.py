@@ -21,9 +21,11 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mmcascade import Embedder
-from mmcascade.evaluation.budgets import DEFAULT_BUDGETS
+from mmcascade.budget import MATRYOSHKA_BUDGETS, Budget
+from mmcascade.data.synthetic.mini_benchmark import ensure_mini_benchmark
 from mmcascade.evaluation.harness import run_eval
-from mmcascade.evaluation.mini_benchmark import ensure_mini_benchmark
+
+DEFAULT_BUDGETS = Budget.parse_many(MATRYOSHKA_BUDGETS)
 
 
 def timed(label: str, config: Path, model: str, out: Path, budgets, embedder) -> float:

@@ -75,7 +75,7 @@ def _normalise(array: np.ndarray) -> np.ndarray:
 def real_embeddings(n_docs: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     """Starter-model document vectors of real scene/digit/textile images, and caption query vectors."""
     from mmcascade import Embedder
-    from mmcascade.data import scenes
+    from mmcascade.data.synthetic import scenes
 
     rng = np.random.default_rng(7)
     scene_list = [scenes.random_scene(rng) for _ in range(n_docs)]

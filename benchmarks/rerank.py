@@ -43,13 +43,15 @@ from typing import Any
 import torch
 
 try:
-    from mmcascade.cascade import Budget, Cascade
+    from mmcascade.budget import Budget
+    from mmcascade.search import Cascade
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from mmcascade.cascade import Budget, Cascade
+    from mmcascade.budget import Budget
+    from mmcascade.search import Cascade
 from mmcascade.cli.demo import DOCUMENT_INSTRUCTION, QUERY_INSTRUCTION, demo_collection
-from mmcascade.data import scenes
 from mmcascade.data.items import Item
+from mmcascade.data.synthetic import scenes
 from mmcascade.rerank import Reranker
 from mmcascade.rerank.local import LocalJudge
 
@@ -249,10 +251,10 @@ def resolve_judge(name: str) -> str:
     """``name``, or the untrained base judge while the starter reasoner is not built."""
     if name != "starter":
         return name
-    from mmcascade.hub import starter_reasoner_folder
+    from mmcascade.models import resolve_model
 
     try:
-        starter_reasoner_folder()
+        resolve_model("starter-reasoner", "generative")
     except FileNotFoundError:
         print(f"the starter reasoner is not built: timing the untrained {FALLBACK_JUDGE} (same architecture)")
         return FALLBACK_JUDGE
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from mmcascade import Embedder
     from mmcascade.data.collections import read_collection
-    from mmcascade.index import Index
+    from mmcascade.search import Index
 
     judge.batch_size = 16  # the LocalJudge default
     think_budgets = sorted({0, args.think_tokens})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmcascade.data.starter_data import build_starter_data
+from mmcascade.data.synthetic.starter_split import build_starter_data
 from mmcascade.training.trainer import train_from_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,31 +21,30 @@ The output folder is replaced in one rename; the same seed and package versions 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from mmcascade.data import scenes
-from mmcascade.data.starter_data import (
+from mmcascade.data.synthetic import scenes
+from mmcascade.data.synthetic.sources import (
     DIGIT_SIZE,
-    DIGIT_WORDS,
-    PLAN,
     TEXTILE_LABELS,
     TEXTILE_SIZE,
-    is_heldout_configuration,
-    scaled_count,
+    check_replaceable,
+    digit_image,
+    digit_label,
+    file_digest,
+    package_versions,
+    textile_image,
 )
 
-# The starter's own split helpers: the held-out digits and textiles are picked exactly as the starter
+# The starter split's own helpers: the held-out digits and textiles are picked exactly as the starter
 # data build picks them, so the demo follows any change to that split.
-from mmcascade.data.starter_data import _rng as starter_rng
-from mmcascade.data.starter_data import _spread as starter_spread
+from mmcascade.data.synthetic.starter_split import class_order, class_positions, is_heldout_configuration
 from mmcascade.utils.fs import atomic_directory
 
 COLLECTION_NAME = "mmcascade-demo-collection"
@@ -92,7 +91,7 @@ def build_demo_collection(out_dir: Path) -> dict[str, Any]:
     except ImportError as error:
         raise ImportError(f"building the demo collection needs {error.name}; run: {INSTALL_HINT}") from error
     out_dir = Path(out_dir).expanduser()
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir, name=COLLECTION_NAME, what="demo-collection")
     digits = load_digits()
     textile_dirs = {
         "nominal": conformal_clip_data.nominal_dir(),
@@ -108,24 +107,6 @@ def build_demo_collection(out_dir: Path) -> dict[str, Any]:
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         (staging / "README.md").write_text(_readme(manifest))
     return manifest
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another --out")
-    if not any(out_dir.iterdir()):
-        return
-    try:
-        is_ours = json.loads((out_dir / "manifest.json").read_text()).get("name") == COLLECTION_NAME
-    except (OSError, ValueError, AttributeError):
-        is_ours = False
-    if not is_ours:
-        raise FileExistsError(
-            f"refusing to replace {out_dir}: it is not empty and is not an earlier demo-collection build "
-            "(no manifest.json of this collection); choose a new folder or empty it first"
-        )
 
 
 def _save(root: Path, relative: str, image: Image.Image, caption: str) -> dict[str, str]:
@@ -161,9 +142,7 @@ def _write_scenes(root: Path) -> list[dict[str, Any]]:
         caption = scenes.caption(scene, style="list").strip()
         entry = _save(root, f"scenes/scene-{number:02d}.png", scenes.render(scene), caption)
         entry["kind"] = "scene"
-        entry["objects"] = [
-            {"shape": obj.shape, "colour": obj.colour, "size": obj.size, "slot": obj.slot} for obj in scene.objects
-        ]
+        entry["objects"] = [scenes.object_to_json(obj) for obj in scene.objects]
         items.append(entry)
     return items
 
@@ -176,80 +155,49 @@ def _objects_differ(scene: scenes.Scene) -> bool:
 # ---- starter held-out split ------------------------------------------------------------------------
 
 
-def _heldout_positions(task: str, classes: list[str]) -> dict[str, int]:
-    """Per class, how many leading positions of the starter's per-class permutation are held out."""
-    total = scaled_count(PLAN[(task, "simple")][1], STARTER_SCALE)
-    return starter_spread(total, classes)
-
-
-def _digit_image(pixels: np.ndarray) -> Image.Image:
-    """An 8x8 digit (values 0..16) as the starter data draws it: dark ink on white, 64x64 RGB."""
-    ink = 255 - np.round(pixels * (255 / 16)).astype(np.uint8)
-    image = Image.fromarray(ink)  # a 2-D uint8 array is a mode "L" image
-    return image.resize((DIGIT_SIZE, DIGIT_SIZE), Image.Resampling.BICUBIC).convert("RGB")
-
-
 def _write_digits(root: Path, pixels: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
-    classes = [str(digit) for digit in range(10)]
-    heldout = _heldout_positions("digit_label", classes)
+    members = {str(digit): np.flatnonzero(targets == digit) for digit in range(10)}
+    heldout = class_positions("digit_label", "heldout", {name: len(m) for name, m in members.items()}, STARTER_SCALE)
     # A sample whose exact pixels occur twice in the source could have a twin in training: skip those.
     counts: dict[bytes, int] = {}
     for sample in pixels:
         counts[sample.tobytes()] = counts.get(sample.tobytes(), 0) + 1
     items = []
-    for name in classes:
-        members = np.flatnonzero(targets == int(name))
-        order = starter_rng(STARTER_SEED, "digits", name).permutation(len(members))
-        candidates = [int(members[int(order[position])]) for position in range(heldout[name])]
+    for name, indices in members.items():
+        order = class_order(STARTER_SEED, "digits", name, len(indices))
+        candidates = [int(indices[int(order[position])]) for position in heldout[name]]
         unique = [sample for sample in candidates if counts[pixels[sample].tobytes()] == 1]
         if not unique:
             raise RuntimeError(f"no held-out digit {name} without a pixel-identical twin in scikit-learn's digits")
         sample = unique[0]
-        caption = f"the digit {DIGIT_WORDS[int(name)]}"
-        entry = _save(root, f"digits/digit-{name}.png", _digit_image(pixels[sample]), caption)
+        entry = _save(root, f"digits/digit-{name}.png", digit_image(pixels[sample]), digit_label(name))
         entry.update(kind="digit", label=name, source=f"sklearn-digits/{sample}")
         items.append(entry)
     return items
 
 
 def _write_textiles(root: Path, textile_dirs: dict[str, Path]) -> list[dict[str, Any]]:
-    classes = list(TEXTILE_LABELS)
-    heldout = _heldout_positions("textile_label", classes)
-    files = {name: sorted(textile_dirs[name].glob("*.jpg")) for name in classes}
+    files = {name: sorted(textile_dirs[name].glob("*.jpg")) for name in TEXTILE_LABELS}
+    heldout = class_positions("textile_label", "heldout", {name: len(f) for name, f in files.items()}, STARTER_SCALE)
     # As for digits: skip a file whose exact bytes occur twice in the source.
     counts: dict[str, int] = {}
     for path in (path for paths in files.values() for path in paths):
-        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-        counts[digest] = counts.get(digest, 0) + 1
+        counts[file_digest(path)] = counts.get(file_digest(path), 0) + 1
     items = []
-    for name in classes:
-        order = starter_rng(STARTER_SEED, "textile", name).permutation(len(files[name]))
-        candidates = [files[name][int(order[position])] for position in range(heldout[name])]
-        unique = [
-            path for path in candidates if counts[hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()] == 1
-        ]
+    for name, paths in files.items():
+        order = class_order(STARTER_SEED, "textile", name, len(paths))
+        candidates = [paths[int(order[position])] for position in heldout[name]]
+        unique = [path for path in candidates if counts[file_digest(path)] == 1]
         if len(unique) < TEXTILES_PER_CLASS:
             raise RuntimeError(f"only {len(unique)} usable held-out {name} textiles, need {TEXTILES_PER_CLASS}")
         for number, path in enumerate(unique[:TEXTILES_PER_CLASS], start=1):
-            with Image.open(path) as source:
-                image = source.convert("RGB").resize((TEXTILE_SIZE, TEXTILE_SIZE), Image.Resampling.LANCZOS)
-            entry = _save(root, f"textiles/textile-{name}-{number}.png", image, TEXTILE_LABELS[name])
+            entry = _save(root, f"textiles/textile-{name}-{number}.png", textile_image(path), TEXTILE_LABELS[name])
             entry.update(kind="textile", label=name, source=f"conformal-clip-data/simulated/{name}/{path.name}")
             items.append(entry)
     return items
 
 
 # ---- manifest and README ---------------------------------------------------------------------------
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("mmcascade", "scikit-learn", "conformal-clip-data", "numpy", "pillow"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
 
 
 def _manifest(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -268,7 +216,7 @@ def _manifest(items: list[dict[str, Any]]) -> dict[str, Any]:
             "digit": [DIGIT_SIZE, DIGIT_SIZE],
             "textile": [TEXTILE_SIZE, TEXTILE_SIZE],
         },
-        "package_versions": _versions(),
+        "package_versions": package_versions(("mmcascade", "scikit-learn", "conformal-clip-data", "numpy", "pillow")),
         "items": items,
     }
 
@@ -290,13 +238,13 @@ objects (shape, colour, size, slot) that define the scene configuration.
 
 | folder | images | size | caption | source |
 |---|---|---|---|---|
-| `scenes/` | {counts.get("scene", 0)} | {scenes.IMAGE_SIZE}x{scenes.IMAGE_SIZE} PNG | `scenes.caption(scene, "list")`, e.g. "a small red circle on the left" | drawn by `mmcascade.data.scenes` (seed {SCENE_SEED}) |
+| `scenes/` | {counts.get("scene", 0)} | {scenes.IMAGE_SIZE}x{scenes.IMAGE_SIZE} PNG | `scenes.caption(scene, "list")`, e.g. "a small red circle on the left" | drawn by `mmcascade.data.synthetic.scenes` (seed {SCENE_SEED}) |
 | `digits/` | {counts.get("digit", 0)} | {DIGIT_SIZE}x{DIGIT_SIZE} PNG | "the digit seven" | scikit-learn `load_digits()` |
 | `textiles/` | {counts.get("textile", 0)} | {TEXTILE_SIZE}x{TEXTILE_SIZE} PNG | "a textile with a local defect" | conformal-clip-data, simulated textile images |
 
 ## Where each part comes from
-- **Scenes**: PIL drawings by `mmcascade.data.scenes` (this project, Apache-2.0), 1 to 3 coloured shapes.
-  Only held-out configurations (`mmcascade.data.starter_data.is_heldout_configuration`): no training
+- **Scenes**: PIL drawings by `mmcascade.data.synthetic.scenes` (this project, Apache-2.0), 1 to 3 coloured shapes.
+  Only held-out configurations (`mmcascade.data.synthetic.starter_split.is_heldout_configuration`): no training
   query, positive or negative of the starter has the same signature. All {counts.get("scene", 0)} signatures differ.
 - **Digits**: scikit-learn {versions["scikit-learn"]} (BSD-3-Clause), `sklearn.datasets.load_digits`, a copy of
   the test set of UCI's "Optical Recognition of Handwritten Digits" (listed by UCI under CC BY 4.0).

@@ -4,9 +4,10 @@
 
 Needs the optional packages: pip install easy-vqa conformal-clip-data scikit-learn
 
-The default folder is the one ``mmcascade.evaluation.mini_benchmark.ensure_mini_benchmark`` uses
-($MMCASCADE_CACHE/mini-mmeb-v1, else ~/.cache/mmcascade/mini-mmeb-v1). The folder is replaced in one
-rename; the same seed, scale and package versions give identical files. See the folder's README.md.
+The default folder is the one ``mmcascade.data.synthetic.mini_benchmark.ensure_mini_benchmark`` uses
+(``mini-mmeb-v1`` under $MMCASCADE_CACHE, else $XDG_CACHE_HOME/mmcascade, else ~/.cache/mmcascade).
+The folder is replaced in one rename; the same seed, scale and package versions give identical files.
+See the folder's README.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmcascade.evaluation.mini_benchmark import build_mini_benchmark, default_mini_benchmark_dir
+from mmcascade.data.synthetic.mini_benchmark import build_mini_benchmark, default_mini_benchmark_dir
 
 
 def main(argv: list[str] | None = None) -> int:

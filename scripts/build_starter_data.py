@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from mmcascade.data.starter_data import build_starter_data
+from mmcascade.data.synthetic.starter_split import build_starter_data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,9 +23,9 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mmcascade.evaluation.budgets import DEFAULT_BUDGETS, parse_budgets
+from mmcascade.budget import MATRYOSHKA_BUDGETS, Budget
+from mmcascade.data.synthetic.mini_benchmark import ensure_mini_benchmark
 from mmcascade.evaluation.harness import run_eval
-from mmcascade.evaluation.mini_benchmark import ensure_mini_benchmark
 
 COMMAND = "python scripts/report_budget_scaling.py"
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--model", default="starter")
     parser.add_argument("--out", type=Path, default=Path("reports/budget-scaling-starter"))
     parser.add_argument("--config", type=Path, help="eval yaml (default: the bundled mini benchmark)")
-    parser.add_argument("--budgets", default=",".join(f"{q}x{d}" for q, d in DEFAULT_BUDGETS))
+    parser.add_argument("--budgets", default=MATRYOSHKA_BUDGETS)
     parser.add_argument(
         "--reuse-cache", action="store_true", help="reuse vectors of an earlier run (timings then omit encoding)"
     )
@@ -46,7 +46,7 @@ def main() -> None:
     if not args.reuse_cache:
         shutil.rmtree(work / "cache", ignore_errors=True)  # the committed report times a full run
     started = time.perf_counter()
-    run = run_eval(config, args.model, work, budgets=parse_budgets(args.budgets), log=print)
+    run = run_eval(config, args.model, work, budgets=Budget.parse_many(args.budgets), log=print)
     elapsed = time.perf_counter() - started
     for name in ("report.md", "summary.json", "budget_scaling.png"):
         shutil.copy(work / name, args.out / name)

@@ -43,9 +43,10 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from _starter_finetune import finetune_starter
 
-from mmcascade.cascade import Budget, Cascade
+from mmcascade.budget import Budget
 from mmcascade.data.items import Item
 from mmcascade.data.records import TrainingRecord, read_records, write_records
+from mmcascade.search import Cascade
 
 COMMAND = "python scripts/report_rerank_scaling.py"
 RETRIEVE_K = 20
@@ -103,7 +104,7 @@ def _reasoning_cache(work: Path):
 
 
 def _grid(heldout, embedder, reranker, uncached, think_budgets, args, work: Path) -> list[dict]:
-    from mmcascade.index import Index
+    from mmcascade.search import Index
 
     by_task: dict[str, list[TrainingRecord]] = defaultdict(list)
     for record in heldout:

@@ -37,9 +37,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from _starter_finetune import finetune_starter
 
 from mmcascade.data.records import TrainingRecord, read_records, write_records
+from mmcascade.data.synthetic.teacher import STARTER_TASK_KINDS, TemplatedTeacher, read_annotated_queries
 from mmcascade.evaluation.records_eval import evaluate_records
 from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path, parse_trace, reason, with_trace
-from mmcascade.reasoner.teacher import STARTER_TASK_KINDS, TemplatedTeacher, read_annotated_queries
 
 COMMAND = "python scripts/report_tte_starter.py"
 CONDITIONS = ("none", "student", "teacher")
@@ -66,7 +66,7 @@ def main() -> None:
 
     heldout = args.data / "heldout.jsonl"
     if not heldout.is_file():
-        from mmcascade.data.starter_data import build_starter_data
+        from mmcascade.data.synthetic.starter_split import build_starter_data
 
         print(f"building the starter data in {args.data}", file=sys.stderr)
         build_starter_data(args.data)

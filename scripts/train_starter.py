@@ -22,7 +22,7 @@ import torch
 
 from mmcascade import Embedder
 from mmcascade.data.records import read_records
-from mmcascade.data.starter_data import build_starter_data
+from mmcascade.data.synthetic.starter_split import build_starter_data
 from mmcascade.evaluation import evaluate_records
 from mmcascade.training.trainer import train_from_config
 from mmcascade.utils.fs import atomic_directory

@@ -4,7 +4,7 @@
 
 Steps (each resumes from its last checkpoint when run again):
 1. write templated-teacher ECR traces for a stratified subset of the starter training queries
-   (``mmcascade.reasoner.teacher``: traces from the ground-truth annotations, a stand-in for a large VLM
+   (``mmcascade.data.synthetic.teacher``: traces from the ground-truth annotations, a stand-in for a large VLM
    teacher) into data/starter-reasoner/traces.jsonl, and a subset of training records for the reranker
    into data/starter-reasoner/rerank.jsonl;
 2. SFT (configs/starter-reasoner.yaml): the projector that gives SmolLM2 eyes, and LoRA on its attention;
@@ -28,7 +28,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from mmcascade.backbones.starter_reasoner.modeling_starter_reasoner import StarterReasonerBackbone
 from mmcascade.data.records import read_records, write_records
-from mmcascade.reasoner.teacher import teacher_traces_from_records
+from mmcascade.data.synthetic.teacher import teacher_traces_from_records
 from mmcascade.training.rerank_train import train_reranker_from_config
 from mmcascade.training.sft import train_reasoner_from_config
 from mmcascade.utils.fs import atomic_directory
@@ -101,7 +101,7 @@ into 25 LM input embeddings by a projector trained here. Built by `python script
 
 1. SFT on templated-teacher traces of 1280 starter training queries (configs/starter-reasoner.yaml):
    the teacher writes embedding-centric reasoning from the ground-truth scene annotations (a stand-in for a
-   large VLM teacher, which is not available offline; see `mmcascade.reasoner.teacher`).
+   large VLM teacher, which is not available offline; see `mmcascade.data.synthetic.teacher`).
 2. Reranker training on 260 starter training records (configs/starter-reranker.yaml): P(yes) of
    (query, candidate) pairs, read after "Answer:".
 

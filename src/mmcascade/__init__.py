@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Embedder": "mmcascade.embedder",
-    "Index": "mmcascade.index",
+    "Index": "mmcascade.search",
     "Item": "mmcascade.data.items",
     "load_backbone": "mmcascade.backbones",
 }
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mmcascade.backbones import load_backbone
     from mmcascade.data.items import Item
     from mmcascade.embedder import Embedder
-    from mmcascade.index import Index
+    from mmcascade.search import Index
 
 __all__ = ["Embedder", "Index", "Item", "__version__", "load_backbone"]
 

@@ -165,3 +165,14 @@ def test_image_errors_name_the_file(backbones: dict, tmp_path: Path) -> None:
         backbones["qwen2_vl"].prepare([Item(images=(corrupt,))])
     with pytest.raises(FileNotFoundError, match="absent.jpg"):
         backbones["qwen2_vl"].prepare([Item(images=(tmp_path / "absent.jpg",))])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_declared_lora_targets_are_layers_of_the_language_model(backbones: dict, family: str) -> None:
+    backbone = backbones[family]
+    host = backbone.lora_host()
+    assert host is backbone.model
+    names = [name for name, _ in host.named_modules()]
+    for target in backbone.lora_target_modules:
+        matching = [name for name in names if name.endswith(f".{target}")]
+        assert matching and all(".language_model." in name for name in matching), target

@@ -124,3 +124,13 @@ def test_appended_tokens_read_the_input_but_never_change_it(starter_folder: Path
     mask = inputs["attention_mask"].bool()
     torch.testing.assert_close(first[:, :length][mask], plain[mask], atol=1e-5, rtol=0)
     assert (first[:, length:] - second[:, length:]).abs().max() > 1e-2  # the readers differ with their embeddings
+
+
+def test_lora_mode_points_to_the_starters_own_adapters(starter_folder: Path) -> None:
+    backbone = load_backbone(starter_folder)
+    assert backbone.lora_target_modules == ()  # nothing for peft: the adapters are part of the architecture
+    with pytest.raises(ValueError, match=r"own low-rank adapters \(backbone\.text\.\*lora_\*\).*mode 'full'"):
+        backbone.lora_host()
+    # the layers its own adapters wrap are those its config names
+    wrapped = {name.split(".")[-2] for name, _ in backbone.text.named_modules() if name.endswith(".lora_a")}
+    assert wrapped == set(backbone.config.lora_targets)

@@ -268,3 +268,10 @@ def test_real_smollm2_conversion_and_generation(tmp_path: Path, monkeypatch: pyt
     text = backbone.generate([Item(text=question)], max_new_tokens=16)[0]
     print(repr(text))
     assert 20 <= len(text) <= 200 and "circle" in text.lower()
+
+
+def test_declared_lora_targets_are_layers_of_the_language_model(backbone: StarterReasonerBackbone) -> None:
+    assert backbone.lora_host() is backbone.lm
+    names = [name for name, _ in backbone.lm.named_modules()]
+    for target in backbone.lora_target_modules:
+        assert any(name.endswith(f".{target}") for name in names), target

@@ -39,7 +39,7 @@ def test_embed_writes_safetensors(qwen2_vl_checkpoint: Path, tmp_path: Path) -> 
     )
     assert result.exit_code == 0, result.output
     vectors = load_file(str(out))["vectors"]
-    assert vectors.shape == (64,)
+    assert vectors.shape == (1, 64)  # (n_vectors, dim): one vector for the default head
     assert abs(float(vectors.norm()) - 1.0) < 1e-5
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mmcascade.cli.main import app
-from mmcascade.evaluation.mini_benchmark import build_mini_benchmark
+from mmcascade.data.synthetic.mini_benchmark import build_mini_benchmark
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from mmcascade.cli.demo import demo_collection
 from mmcascade.cli.main import app
-from mmcascade.index import Index
+from mmcascade.search import Index
 
 runner = CliRunner()
 N_SCENES = 16
@@ -215,13 +215,16 @@ def test_delete_removes_the_index(tmp_path, collection):
 
 
 def test_data_dir_environment_variable(monkeypatch, tmp_path):
-    from mmcascade.index.manifest import default_data_dir
+    from mmcascade.index import default_data_dir
 
     monkeypatch.setenv("MMCASCADE_DATA_DIR", str(tmp_path / "here"))
     assert default_data_dir() == tmp_path / "here"
     monkeypatch.delenv("MMCASCADE_DATA_DIR")
+    monkeypatch.delenv("MMCASCADE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_data_dir() == tmp_path / "xdg" / "mmcascade" / "indexes"
+    monkeypatch.setenv("MMCASCADE_CACHE", str(tmp_path / "cache"))  # the one cache root moves indexes too
+    assert default_data_dir() == tmp_path / "cache" / "indexes"
     assert os.environ.get("MMCASCADE_DATA_DIR") is None
 
 

@@ -12,8 +12,8 @@ from mmcascade.backbones.testing import build_tiny_checkpoint
 from mmcascade.cli.demo import demo_collection
 from mmcascade.cli.main import app
 from mmcascade.data.items import Item
-from mmcascade.index import Index
 from mmcascade.reasoner import TraceCache, parse_trace, with_trace
+from mmcascade.search import Index
 
 runner = CliRunner()
 
@@ -62,14 +62,11 @@ def test_search_with_think_generates_once_and_caches_the_trace(embedder, tiny_re
     assert sorted(hit["id"] for hit in hits) == ["1", "2", "3"]
 
 
-def test_the_starter_reasoner_is_the_default_only_for_starter_indexes() -> None:
-    from types import SimpleNamespace
+def test_the_starter_reasoner_is_the_default_only_for_the_starter_embedder() -> None:
+    from mmcascade.cli.options import generative_model
 
-    from mmcascade.cli.search import default_reasoner
-
-    def index(model: str) -> SimpleNamespace:
-        return SimpleNamespace(name="t", manifest=SimpleNamespace(model=model))
-
-    assert default_reasoner(index("starter"), "--think", "--reasoner") == "starter"
-    with pytest.raises(ValueError, match="--rerank needs --reranker: index 't' was built with 'Qwen/Qwen2-VL-2B'"):
-        default_reasoner(index("Qwen/Qwen2-VL-2B"), "--rerank", "--reranker")
+    assert generative_model(None, "starter", "--think", "--reasoner") == "starter-reasoner"
+    assert generative_model(None, "starter-embedder", "--rerank", "--reranker") == "starter-reasoner"
+    assert generative_model("my-judge", "starter", "--rerank", "--reranker") == "my-judge"  # a named model wins
+    with pytest.raises(ValueError, match="--rerank needs --reranker: the embedder 'Qwen/Qwen2-VL-2B' has no default"):
+        generative_model(None, "Qwen/Qwen2-VL-2B", "--rerank", "--reranker")

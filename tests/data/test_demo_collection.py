@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from mmcascade.data import scenes
-from mmcascade.data.starter_data import DIGIT_SIZE, DIGIT_WORDS, TEXTILE_LABELS, TEXTILE_SIZE, is_heldout_configuration
+from mmcascade.data.synthetic import scenes
+from mmcascade.data.synthetic.sources import DIGIT_SIZE, DIGIT_WORDS, TEXTILE_LABELS, TEXTILE_SIZE
+from mmcascade.data.synthetic.starter_split import is_heldout_configuration
 
 DEMO = Path(str(files("mmcascade") / "assets" / "demo"))
 EXPECTED_COUNTS = {"scene": 40, "digit": 10, "textile": 6}

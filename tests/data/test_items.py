@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmcascade.data.items import Item, as_item, as_items, load_image
+from mmcascade.data.items import Item, as_item, as_items, item_from_json, load_image
 
 
 def test_as_item_reads_every_user_form(tmp_path: Path) -> None:
@@ -72,3 +72,45 @@ def test_load_image_errors_name_the_file(tmp_path: Path) -> None:
         load_image(truncated)
     with pytest.raises(ValueError, match="bytes"):
         load_image(b"garbage")
+
+
+def test_item_from_json_resolves_image_paths_against_the_base_folder(tmp_path: Path) -> None:
+    item = item_from_json({"text": "t", "image": "pics/a.png", "instruction": "Find it."}, tmp_path)
+    assert item == Item(text="t", images=(str(tmp_path / "pics" / "a.png"),), instruction="Find it.")
+    both = item_from_json({"images": ["a.png", "/elsewhere/b.png"], "text": "<image> vs <image>"}, tmp_path)
+    assert both.images == (str(tmp_path / "a.png"), "/elsewhere/b.png")
+    assert item_from_json({"image": "~/c.png"}, tmp_path).images == (str(Path.home() / "c.png"),)
+    assert item_from_json({"text": "t", "image": None, "instruction": None}, tmp_path) == Item(text="t")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("text", "'query' must be an object with text/image/images/instruction, got string"),
+        ({"txt": "q"}, "query: unknown key(s) ['txt']"),
+        ({"text": 3}, "query.text must be a string, got number"),
+        ({"images": "a.png"}, "query.images must be a list of strings, got string"),
+        ({"image": "a.png", "images": ["b.png"]}, "query: give either 'image' or 'images', not both"),
+        ({"instruction": "i"}, "query needs 'text' or 'image' (or both)"),
+        ({"image": " "}, "query.image is an empty path"),
+        ({"images": ["a.png", ""]}, "query.images[1] is an empty path"),
+        ({"image": "missing.png"}, "query.image: file not found: "),
+        ({"text": "  "}, "query: an Item needs text"),
+        ({"text": "<image> <image>", "image": "a.png"}, "query: Item text has 2 <image> placeholder(s)"),
+    ],
+)
+def test_item_from_json_errors_name_the_field(tmp_path: Path, value: object, message: str) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError) as caught:
+        item_from_json(value, tmp_path, name="query", check_images=True)
+    assert message in str(caught.value)
+
+
+def test_item_from_json_lists_every_problem_and_narrows_the_keys(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as caught:
+        item_from_json({"images": ["a.png"], "text": 1}, tmp_path, name="positive", keys=("text", "image"))
+    assert str(caught.value) == (
+        "positive: unknown key(s) ['images'] (valid keys: text, image); positive.text must be a string, got number"
+    )
+    with pytest.raises(ValueError, match=r"^text must be a string, got array$"):
+        item_from_json({"text": ["a"]}, tmp_path, name="")  # fields at a file's top level

@@ -87,10 +87,16 @@ def test_single_vector_outputs_and_cosine(qwen2_vl_checkpoint: Path) -> None:
     assert not embedder.is_multi_vector
     queries = embedder.encode_queries(["a cat", "a dog"], convert_to="numpy")
     documents = embedder.encode_documents(["a cat on a mat"], convert_to="numpy")
-    assert isinstance(queries, np.ndarray) and queries.shape == (2, 64)
-    expected = queries @ documents.T / (np.linalg.norm(queries, axis=1, keepdims=True) * np.linalg.norm(documents))
+    assert isinstance(queries, np.ndarray) and queries.shape == (2, 1, 64)  # one shape: (n, V, d), V = 1 here
+    assert documents.shape == (1, 1, 64)
+    flat_queries, flat_documents = queries[:, 0], documents[:, 0]
+    norms = np.linalg.norm(flat_queries, axis=1, keepdims=True) * np.linalg.norm(flat_documents)
+    expected = flat_queries @ flat_documents.T / norms
     np.testing.assert_allclose(
         embedder.similarity(torch.from_numpy(queries), torch.from_numpy(documents)), expected, rtol=1e-5
+    )
+    np.testing.assert_allclose(  # plain (n, d) vectors are still accepted
+        embedder.similarity(torch.from_numpy(flat_queries), torch.from_numpy(flat_documents)), expected, rtol=1e-5
     )
 
 

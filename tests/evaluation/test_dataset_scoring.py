@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmcascade.cascade import RerankStage
+from mmcascade.budget import Budget
 from mmcascade.evaluation.dataset_scoring import score_dataset
 from mmcascade.evaluation.encode_cache import EncodedDataset
 from mmcascade.evaluation.mmeb.dataset import EvalDataset, EvalQuery
 from mmcascade.rerank import JudgeModel, Reranker
+from mmcascade.search import RerankStage
 
 
 def unit(*values: float) -> list[float]:
@@ -53,8 +54,8 @@ def encoded(candidates=CANDIDATES, query_failures=None, candidate_failures=None)
 
 
 def test_budgets_are_prefixes_of_the_cached_vectors():
-    small = score_dataset(dataset("global"), encoded(), (1, 1))
-    full = score_dataset(dataset("global"), encoded(), (2, 2))
+    small = score_dataset(dataset("global"), encoded(), Budget(1, 1))
+    full = score_dataset(dataset("global"), encoded(), Budget(2, 2))
     assert small.predictions[0]["prediction"] == ["a", "b", "c"]
     assert small.scores["hit@1"] == 0.0 and small.scores["mrr@5"] == pytest.approx(0.5)
     assert full.predictions[0]["prediction"] == ["b", "a", "c"]
@@ -63,49 +64,49 @@ def test_budgets_are_prefixes_of_the_cached_vectors():
 
 
 def test_a_local_query_sees_only_its_own_candidates():
-    result = score_dataset(dataset("local", candidate_names=("b", "c")), encoded(), (1, 1))
+    result = score_dataset(dataset("local", candidate_names=("b", "c")), encoded(), Budget(1, 1))
     assert result.predictions[0]["prediction"] == ["b", "c"]  # "a" would win if it were in the list
     assert result.scores["hit@1"] == 1.0
 
 
 def test_a_constant_model_gets_no_credit_from_ties_by_default():
     constant = torch.tensor([[unit(1, 0), unit(1, 0)]] * 3)  # every candidate scores the same
-    pessimistic = score_dataset(dataset("global"), encoded(constant), (2, 2))
-    optimistic = score_dataset(dataset("global"), encoded(constant), (2, 2), ties="optimistic")
+    pessimistic = score_dataset(dataset("global"), encoded(constant), Budget(2, 2))
+    optimistic = score_dataset(dataset("global"), encoded(constant), Budget(2, 2), ties="optimistic")
     assert pessimistic.scores["hit@1"] == 0.0 and pessimistic.n_tied == 1
     assert pessimistic.predictions[0]["prediction"][-1] == "b"
     assert optimistic.scores["hit@1"] == 1.0
     hits = [
-        score_dataset(dataset("global"), encoded(constant), (2, 2), ties="random", seed=s).scores["hit@1"]
+        score_dataset(dataset("global"), encoded(constant), Budget(2, 2), ties="random", seed=s).scores["hit@1"]
         for s in range(300)
     ]
     assert sum(hits) / len(hits) == pytest.approx(1 / 3, abs=0.08)
 
 
 def test_failed_candidates_are_dropped_and_queries_without_any_label_are_skipped():
-    result = score_dataset(dataset("global"), encoded(candidate_failures={"a": "unreadable"}), (1, 1))
+    result = score_dataset(dataset("global"), encoded(candidate_failures={"a": "unreadable"}), Budget(1, 1))
     assert result.predictions[0]["prediction"] == ["b", "c"]
-    skipped = score_dataset(dataset("global"), encoded(candidate_failures={"b": "unreadable"}), (1, 1))
+    skipped = score_dataset(dataset("global"), encoded(candidate_failures={"b": "unreadable"}), Budget(1, 1))
     assert skipped.predictions == [] and skipped.n_skipped_queries == 1
     assert "no relevant candidate could be encoded" in skipped.problems[0]
-    failed_query = score_dataset(dataset("global"), encoded(query_failures={"q0": "bad image"}), (1, 1))
+    failed_query = score_dataset(dataset("global"), encoded(query_failures={"q0": "bad image"}), Budget(1, 1))
     assert failed_query.predictions == [] and "bad image" in failed_query.problems[0]
 
 
 def test_graded_labels_reach_the_metrics_with_their_own_grades():
     # Budget (2, 2) ranks b, a, c. Labels a (grade 2) and b (grade 1):
     # DCG@5 = 1/log2(2) + 2/log2(3) = 1 + 1.2619 = 2.2619; IDCG = 2/log2(2) + 1/log2(3) = 2.6309.
-    result = score_dataset(dataset("global", labels=("a", "b"), rel_scores=(2, 1)), encoded(), (2, 2))
+    result = score_dataset(dataset("global", labels=("a", "b"), rel_scores=(2, 1)), encoded(), Budget(2, 2))
     assert result.scores["ndcg_linear@5"] == pytest.approx(2.2619 / 2.6309, abs=1e-4)
     assert result.predictions[0]["rel_scores"] == [2, 1]
 
 
 def test_chance_is_the_expected_main_score_of_a_random_ranking():
-    local = score_dataset(dataset("local", candidate_names=("a", "b")), encoded(), (1, 1))
+    local = score_dataset(dataset("local", candidate_names=("a", "b")), encoded(), Budget(1, 1))
     assert local.chance == pytest.approx(1 / 2)  # one label among two candidates
     # ndcg_linear@5 of one label among three candidates, every rank equally likely:
     # (1 + 1/log2(3) + 1/log2(4)) / 3 = (1 + 0.63093 + 0.5) / 3 = 0.71031
-    graded = score_dataset(dataset("global"), encoded(), (1, 1), main_metric="ndcg_linear@5")
+    graded = score_dataset(dataset("global"), encoded(), Budget(1, 1), main_metric="ndcg_linear@5")
     assert graded.chance == pytest.approx(0.71031, abs=0.06)
 
 
@@ -126,6 +127,6 @@ class PrefersB(JudgeModel):
 @pytest.mark.parametrize(("depth", "expected"), [(1, ["a", "b", "c"]), (2, ["b", "a", "c"]), (3, ["b", "a", "c"])])
 def test_reranking_reorders_only_the_first_k_of_the_retrieval_ranking(depth, expected):
     stage = RerankStage(Reranker(PrefersB()), depth)
-    result = score_dataset(dataset("global"), encoded(), (1, 1), rerank=stage)  # retrieval alone ranks a, b, c
+    result = score_dataset(dataset("global"), encoded(), Budget(1, 1), rerank=stage)  # retrieval alone ranks a, b, c
     assert result.predictions[0]["prediction"] == expected
     assert result.scores["hit@1"] == (1.0 if expected[0] == "b" else 0.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mmcascade.budget import Budget
 from mmcascade.cli.demo import demo_collection
 from mmcascade.evaluation.harness import run_eval
 
@@ -85,7 +86,12 @@ def benchmark(tmp_path) -> Path:
 def test_eval_writes_vlm2vec_outputs_per_budget_and_lists_what_it_skipped(benchmark, tmp_path, embedder):
     out = tmp_path / "out"
     run = run_eval(
-        benchmark / "mmeb.yaml", "starter", out, budgets=[(1, 1), (16, 64)], embedder=embedder, log=lambda _: None
+        benchmark / "mmeb.yaml",
+        "starter",
+        out,
+        budgets=[Budget(1, 1), Budget(16, 64)],
+        embedder=embedder,
+        log=lambda _: None,
     )
     assert [summary.budget for summary in run.budgets] == ["1x1", "16x64"]
     assert "Absent" in run.skipped
@@ -132,26 +138,35 @@ def test_a_second_budget_and_a_resumed_run_cost_no_encoding(benchmark, tmp_path,
             raise KeyboardInterrupt  # killed while encoding the second dataset
 
     with pytest.raises(KeyboardInterrupt):
-        run_eval(benchmark / "mmeb.yaml", "starter", out, budgets=[(1, 1)], embedder=embedder, log=crash_on_docs)
+        run_eval(benchmark / "mmeb.yaml", "starter", out, budgets=[Budget(1, 1)], embedder=embedder, log=crash_on_docs)
     first_calls = len(calls)
     assert first_calls > 0
     run = run_eval(
-        benchmark / "mmeb.yaml", "starter", out, budgets=[(1, 1), (4, 8)], embedder=embedder, log=lambda _: None
+        benchmark / "mmeb.yaml",
+        "starter",
+        out,
+        budgets=[Budget(1, 1), Budget(4, 8)],
+        embedder=embedder,
+        log=lambda _: None,
     )
     assert run.encoded_from_cache == ["ToyCLS"]  # the finished dataset is reused, with a new budget
     resumed_calls = len(calls) - first_calls
-    again = run_eval(benchmark / "mmeb.yaml", "starter", out, budgets=[(2, 4)], embedder=embedder, log=lambda _: None)
+    again = run_eval(
+        benchmark / "mmeb.yaml", "starter", out, budgets=[Budget(2, 4)], embedder=embedder, log=lambda _: None
+    )
     assert again.encoded_from_cache == ["ToyCLS", "ToyDocs"]
     assert len(calls) == first_calls + resumed_calls  # nothing encoded the third time
     (benchmark / "visdoc-tasks" / "ToyDocs" / "p3.png").write_bytes(
         (benchmark / "visdoc-tasks" / "ToyDocs" / "p1.png").read_bytes()
     )
-    changed = run_eval(benchmark / "mmeb.yaml", "starter", out, budgets=[(2, 4)], embedder=embedder, log=lambda _: None)
+    changed = run_eval(
+        benchmark / "mmeb.yaml", "starter", out, budgets=[Budget(2, 4)], embedder=embedder, log=lambda _: None
+    )
     assert changed.encoded_from_cache == ["ToyCLS"]  # a changed media file invalidates that dataset only
 
 
 def test_bad_budgets_and_unknown_datasets_are_refused(benchmark, tmp_path, embedder):
     with pytest.raises(ValueError, match="budget 32x64 exceeds the model's 16 query x 64 document vectors"):
-        run_eval(benchmark / "mmeb.yaml", "starter", tmp_path, budgets=[(32, 64)], embedder=embedder)
+        run_eval(benchmark / "mmeb.yaml", "starter", tmp_path, budgets=[Budget(32, 64)], embedder=embedder)
     with pytest.raises(ValueError, match="unknown datasets \\['Nope'\\]"):
         run_eval(benchmark / "mmeb.yaml", "starter", tmp_path, datasets=["Nope"], embedder=embedder)

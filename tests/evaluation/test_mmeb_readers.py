@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from mmcascade.evaluation.mmeb.config import DatasetConfig, load_configs, parse_entry
-from mmcascade.evaluation.mmeb.readers import read_dataset, sample_frame_indices, sample_frames
+from mmcascade.evaluation.mmeb.frames import sample_frame_indices, sample_frames
+from mmcascade.evaluation.mmeb.readers import read_dataset
 
 IMAGE_ROOT = "image-tasks/MMEB/"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmcascade.budget import Budget
 from mmcascade.data.items import Item
 from mmcascade.data.records import TrainingRecord
 from mmcascade.evaluation import evaluate_records
@@ -66,9 +67,11 @@ def test_budgets_slice_the_vectors() -> None:
         "pos": [[0.0, 1.0], [1.0, 0.0]],
         "neg": [[1.0, 0.0], [0.6, 0.8]],
     }
-    results = evaluate_records(TableEmbedder(table), [record("q", "pos", ["neg"], "t")], budgets=[(1, 1), (2, 2)])
+    results = evaluate_records(
+        TableEmbedder(table), [record("q", "pos", ["neg"], "t")], budgets=[Budget(1, 1), Budget(2, 2)]
+    )
     assert [r.hit_at_1 for r in results] == [0.0, 1.0]
-    assert [r.budget for r in results] == [(1, 1), (2, 2)]
+    assert [r.budget for r in results] == [Budget(1, 1), Budget(2, 2)]
 
 
 def test_empty_records_rejected() -> None:

@@ -163,7 +163,10 @@ def test_default_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MMCASCADE_CACHE", str(tmp_path))
     assert default_trace_cache_path() == tmp_path / "traces.sqlite"
     monkeypatch.delenv("MMCASCADE_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert default_trace_cache_path() == Path.home() / ".cache" / "mmcascade" / "traces.sqlite"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the one cache root honours XDG too
+    assert default_trace_cache_path() == tmp_path / "xdg" / "mmcascade" / "traces.sqlite"
 
 
 def test_pickled_cache_reopens_the_same_file(cache_path: Path) -> None:

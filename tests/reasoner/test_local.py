@@ -69,9 +69,9 @@ def test_the_system_prompt_is_a_system_turn(reasoner):
 
 def test_a_backbone_that_cannot_generate_says_so():
     from mmcascade.backbones import load_backbone
-    from mmcascade.hub import starter_embedder_folder
+    from mmcascade.models import resolve_model
 
-    backbone = load_backbone(starter_embedder_folder() / "backbone")
+    backbone = load_backbone(resolve_model("starter-embedder") / "backbone")
     with pytest.raises(ValueError, match="cannot generate text"):
         LocalReasoner(backbone, "starter").complete([Prompt("", "x")], GenerationSettings(max_new_tokens=2))
 

@@ -11,7 +11,7 @@ from PIL import Image
 from mmcascade.backbones import load_backbone
 from mmcascade.backbones.testing import build_tiny_checkpoint
 from mmcascade.data.items import Item
-from mmcascade.hub import starter_embedder_folder
+from mmcascade.models import resolve_model
 from mmcascade.reasoner.base import GenerationSettings
 from mmcascade.reasoner.cache import TraceCache
 from mmcascade.rerank import Reranker, render_rerank_prompt, yes_probability
@@ -127,6 +127,6 @@ def test_bad_budgets_are_refused(judge: LocalJudge, budget: object) -> None:
 def test_mismatched_pairs_and_non_generative_models_are_refused(judge: LocalJudge) -> None:
     with pytest.raises(ValueError, match="got 2 queries for 1 candidates"):
         Reranker(judge).score(QUERIES[:2], CANDIDATES[:1])
-    embedder = load_backbone(starter_embedder_folder() / "backbone")
+    embedder = load_backbone(resolve_model("starter-embedder") / "backbone")
     with pytest.raises(ValueError, match="the starter backbone cannot judge relevance"):
         LocalJudge(embedder, "starter-embedder")

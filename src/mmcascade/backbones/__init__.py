@@ -9,7 +9,7 @@ import torch
 
 from mmcascade.backbones.base import Backbone, BackboneOutput, require_checkpoint_folder
 from mmcascade.backbones.registry import backbone_class_for, read_model_type, supported_model_types
-from mmcascade.hub import resolve_pretrained
+from mmcascade.models import Role, resolve_model
 
 __all__ = ["Backbone", "BackboneOutput", "load_backbone", "supported_model_types"]
 
@@ -20,14 +20,17 @@ def load_backbone(
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    role: Role = "embedder",
     **processor_options: Any,
 ) -> Backbone:
     """Load a backbone from a local checkpoint folder or a Hugging Face Hub id.
 
     ``trust_remote_code`` stays off unless you ask: only the families mmcascade ships are loaded.
     ``attn_implementation`` is passed to transformers (``"sdpa"`` by default, ``"flash_attention_2"`` on GPUs).
+    ``role`` picks what a shorthand such as ``starter`` means (see :mod:`mmcascade.models`): ``"generative"``
+    for a reasoner or reranker.
     """
-    path = resolve_pretrained(name_or_path)
+    path = resolve_model(name_or_path, role)
     require_checkpoint_folder(path)
     backbone_class = backbone_class_for(read_model_type(path))
     return backbone_class.from_pretrained(

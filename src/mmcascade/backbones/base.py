@@ -57,6 +57,9 @@ class Backbone(nn.Module, abc.ABC):
     generative: ClassVar[bool] = False
     #: ``(B, L)`` inputs besides ids and mask that move with the tokens when a completion is appended
     completion_aligned_keys: ClassVar[tuple[str, ...]] = ()
+    #: the layers LoRA adapters wrap (the last part of their module names, as peft's ``target_modules``) when
+    #: the finetune config names none; they live in :meth:`lora_host`
+    lora_target_modules: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     @classmethod
     @abc.abstractmethod
@@ -108,6 +111,11 @@ class Backbone(nn.Module, abc.ABC):
             f"the {self.family} backbone does not expose its text decoder layers, so a head cannot be "
             "initialised from them; use a Qwen-VL backbone or pass init_from_backbone=False"
         )
+
+    def lora_host(self) -> nn.Module:
+        """The module holding :attr:`lora_target_modules`, which peft wraps in place (the backbone keeps using
+        it): the backbone itself unless a family keeps its language model in a wrapped Hugging Face model."""
+        return self
 
     @property
     def device(self) -> torch.device:

@@ -15,11 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mmcascade.cli.indexing import build_index
+from mmcascade.cli import options
+from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.cli.index import build_index
 from mmcascade.cli.search import hits_table
+from mmcascade.data.synthetic import scenes
+from mmcascade.index import delete_index, index_folder
+from mmcascade.index.manifest import MANIFEST_NAME
+from mmcascade.search import Index
+
+app = typer.Typer()
 
 INDEX_NAME = "demo"
 DOCUMENT_INSTRUCTION = "Represent the image."
@@ -49,10 +58,17 @@ def demo_collection() -> Path:
     return folder
 
 
-def run_demo(data_dir: str | os.PathLike | None = None, backend: str = "qdrant-edge") -> None:
-    from mmcascade.index import Index, delete_index
-    from mmcascade.index.manifest import MANIFEST_NAME, index_folder
+@app.command()
+def demo(
+    data_dir: options.DataDir = None,
+    backend: str = typer.Option("qdrant-edge", help="Index backend."),
+) -> None:
+    """The main job in one command: index the bundled demo collection with the starter model and search it."""
+    with exit_on_user_error():
+        run_demo(data_dir=data_dir, backend=backend)
 
+
+def run_demo(data_dir: str | os.PathLike | None = None, backend: str = "qdrant-edge") -> None:
     console = Console()
     started = time.perf_counter()
     collection = demo_collection()
@@ -95,8 +111,6 @@ def run_demo(data_dir: str | os.PathLike | None = None, backend: str = "qdrant-e
 
 def demo_queries(collection: Path) -> list[DemoQuery]:
     """Text queries in caption styles other than the stored one, and one redrawn-scene image query."""
-    from mmcascade.data import scenes
-
     manifest = json.loads((collection / "manifest.json").read_text())
     by_image = {item["image"]: item for item in manifest["items"]}
     queries = []
@@ -112,7 +126,5 @@ def demo_queries(collection: Path) -> list[DemoQuery]:
     return queries
 
 
-def _scene(item: dict[str, Any]):
-    from mmcascade.data import scenes
-
+def _scene(item: dict[str, Any]) -> scenes.Scene:
     return scenes.Scene(objects=tuple(scenes.SceneObject(**obj) for obj in item["objects"]))

@@ -5,6 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from safetensors.torch import save_file
+
+from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.data.items import Item
+from mmcascade.embedder import Embedder
+
+app = typer.Typer()
+
+
+@app.command()
+def embed(
+    model: str = typer.Option(..., help="Embedder folder, VLM folder or Hub id."),
+    text: str = typer.Option(None, help="Text of the item."),
+    image: Path = typer.Option(None, help="Image file of the item.", exists=False),
+    instruction: str = typer.Option(None, help="Task instruction."),
+    side: str = typer.Option("query", help="query or document."),
+    budget: int = typer.Option(None, help="Keep the first k vectors (multi-vector heads)."),
+    output: Path = typer.Option(None, help="Write the vectors to this .safetensors file."),
+) -> None:
+    """Encode one item and print (or save) its vectors."""
+    with exit_on_user_error():
+        run_embed(model, text, image, instruction, side, budget, output)
 
 
 def run_embed(
@@ -16,10 +38,6 @@ def run_embed(
     budget: int | None,
     output: Path | None,
 ) -> None:
-    from safetensors.torch import save_file
-
-    from mmcascade import Embedder, Item
-
     if side not in ("query", "document"):
         raise ValueError(f"--side must be 'query' or 'document'; got {side!r}")
     item = Item(text=text, images=(image,) if image else (), instruction=instruction)
@@ -28,7 +46,7 @@ def run_embed(
         vectors = embedder.encode_queries([item], query_budget=budget)
     else:
         vectors = embedder.encode_documents([item], doc_budget=budget)
-    vectors = vectors[0]  # (n_vectors, dim) or (dim,)
+    vectors = vectors[0]  # (n_vectors, dim); one vector for single-vector models
     if output is not None:
         save_file({"vectors": vectors.contiguous()}, str(output))
         typer.echo(f"wrote {tuple(vectors.shape)} vectors to {output}")

@@ -3,9 +3,64 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
+
+from mmcascade.budget import MATRYOSHKA_BUDGETS, Budget
+from mmcascade.cli import options
+from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.data.synthetic.mini_benchmark import ensure_mini_benchmark
+from mmcascade.evaluation.harness import run_eval
+from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path
+from mmcascade.reasoner.factory import make_reasoner
+from mmcascade.rerank.factory import make_reranker
+from mmcascade.search import RerankStage
+
+app = typer.Typer()
+
+
+@app.command("eval")
+def evaluate(
+    config: Path = typer.Argument(None, help="Eval yaml in VLM2Vec's format (default: the bundled mini benchmark)."),
+    model: str = typer.Option("starter", help="Embedder folder, Hub id, or 'starter'."),
+    out: Path = typer.Option(None, help="Output folder (default: eval-results/<model name>)."),
+    budgets: str = typer.Option(None, help=f"Budgets as QxD pairs (default: {MATRYOSHKA_BUDGETS}, those that fit)."),
+    datasets: str = typer.Option(None, help="Comma-separated dataset names (default: all in the config)."),
+    ties: str = typer.Option("pessimistic", help="pessimistic (default), optimistic or random."),
+    data_root: Path = typer.Option(None, help="Root of the config's relative paths (default: the config's folder)."),
+    batch_size: int = typer.Option(16, min=1, help="Items encoded per batch."),
+    seed: int = typer.Option(0, help="Seed of random tie breaking."),
+    think: options.Think = False,
+    reasoner: options.Reasoner = None,
+    reasoner_url: options.ReasonerUrl = None,
+    think_tokens: options.ThinkTokens = None,
+    rerank: options.Rerank = 0,
+    reranker: options.Reranker = None,
+    reranker_url: options.RerankerUrl = None,
+) -> None:
+    """Evaluate a model on MMEB-V2-format datasets at several budgets; resumable, cached, reported."""
+    with exit_on_user_error():
+        run_eval_command(
+            config,
+            model=model,
+            out=out,
+            budgets=budgets,
+            datasets=datasets,
+            ties=ties,
+            data_root=data_root,
+            batch_size=batch_size,
+            seed=seed,
+            think=think,
+            reasoner=reasoner,
+            reasoner_url=reasoner_url,
+            think_tokens=think_tokens,
+            rerank=rerank,
+            reranker=reranker,
+            reranker_url=reranker_url,
+        )
 
 
 def run_eval_command(
@@ -27,45 +82,37 @@ def run_eval_command(
     reranker: str | None = None,
     reranker_url: str | None = None,
 ) -> None:
-    from mmcascade.evaluation.budgets import parse_budgets
-    from mmcascade.evaluation.harness import run_eval
-
     console = Console(stderr=True)
     if ties not in ("pessimistic", "optimistic", "random"):
         raise ValueError(f"--ties must be pessimistic, optimistic or random; got {ties!r}")
+    costs = options.reasoning_budget(think, think_tokens, rerank_k=rerank, retrieve_k=max(1, rerank))
+    vector_budgets = Budget.parse_many(budgets) if budgets else None
     if config is None:
-        from mmcascade.evaluation.mini_benchmark import ensure_mini_benchmark
-
         folder = ensure_mini_benchmark()
         config = folder / "mmeb.yaml"
         console.print(f"no config given: the bundled mini benchmark in {escape(str(folder))}")
     out = out or Path("eval-results") / (Path(model).name or model)
-    thinking = {}
+    thinking: dict[str, Any] = {}
     if think:
-        from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path
-        from mmcascade.reasoner.factory import make_reasoner
-
         thinking = {
-            "reasoner": make_reasoner(reasoner or _starter_default(model, "--think", "--reasoner"), url=reasoner_url),
-            "think_settings": GenerationSettings(max_new_tokens=think_tokens if think_tokens is not None else 256),
+            "reasoner": make_reasoner(
+                options.generative_model(reasoner, model, "--think", "--reasoner"), url=reasoner_url
+            ),
+            "think_settings": GenerationSettings(max_new_tokens=costs.trace_tokens),
             "trace_cache": TraceCache(default_trace_cache_path()),
         }
     if rerank:
-        from mmcascade.cascade import RerankStage
-        from mmcascade.reasoner import TraceCache, default_trace_cache_path
-        from mmcascade.rerank.factory import make_reranker
-
         judge = make_reranker(
-            reranker or _starter_default(model, "--rerank", "--reranker"),
+            options.generative_model(reranker, model, "--rerank", "--reranker"),
             url=reranker_url,
             cache=TraceCache(default_trace_cache_path()),
         )
-        thinking["rerank"] = RerankStage(judge, rerank, think_tokens if think_tokens is not None else 0)
+        thinking["rerank"] = RerankStage.from_budget(judge, costs)
     run = run_eval(
         config,
         model,
         out,
-        budgets=parse_budgets(budgets) if budgets else None,
+        budgets=vector_budgets,
         datasets=[name.strip() for name in datasets.split(",")] if datasets else None,
         data_root=data_root,
         ties=ties,  # type: ignore[arg-type]
@@ -79,10 +126,3 @@ def run_eval_command(
         f"encoding {run.encoding_seconds:.1f} s ({len(run.encoded_from_cache)} dataset(s) from the cache), "
         f"scoring {run.scoring_seconds:.1f} s; results in {escape(str(run.out_dir))}"
     )
-
-
-def _starter_default(model: str, option: str, model_option: str) -> str:
-    """The starter reasoner serves the starter embedder; any other model needs the user to name one."""
-    if model == "starter":
-        return "starter"
-    raise ValueError(f"{option} needs {model_option}: name a generative VLM folder or Hub id (or a served model)")

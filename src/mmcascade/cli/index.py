@@ -1,18 +1,29 @@
-"""``mmcascade index build|add|info|list|delete``: persistent indexes under the data directory."""
+"""``mmcascade index build|add|info|list|delete``: persistent indexes under the data directory, built
+resumably with progress (``mmcascade demo`` builds through the same :func:`build_index`)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
+from mmcascade.cli import options
 from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.data.collections import count_collection, read_collection
+from mmcascade.index import delete_index, index_folder, list_indexes
+from mmcascade.index.manifest import MANIFEST_NAME
+from mmcascade.search import BuildReport, Index
 
 app = typer.Typer(help="Build and manage indexes.", no_args_is_help=True)
 
-DATA_DIR_HELP = "Where indexes live (default: $MMCASCADE_DATA_DIR, else ~/.cache/mmcascade/indexes)."
+MAX_LISTED_SKIPS = 50
 
 
 @app.command("build")
@@ -35,11 +46,9 @@ def build(
     backend_option: list[str] = typer.Option(
         [], "--backend-option", help="key=value, e.g. url=http://localhost:6333 or prefetch=400 (repeatable)."
     ),
-    data_dir: Path = typer.Option(None, help=DATA_DIR_HELP),
+    data_dir: options.DataDir = None,
 ) -> None:
     """Build index NAME from a collection; re-running it resumes (adds what is missing, duplicates nothing)."""
-    from mmcascade.cli.indexing import build_index
-
     with exit_on_user_error():
         build_index(
             name,
@@ -66,11 +75,9 @@ def add(
     batch_size: int = typer.Option(16, min=1, help="Documents encoded per batch."),
     captions: str = typer.Option("embed", help="Folder captions: 'embed' or 'payload'."),
     instruction: str = typer.Option(None, help="Document instruction for items without one."),
-    data_dir: Path = typer.Option(None, help=DATA_DIR_HELP),
+    data_dir: options.DataDir = None,
 ) -> None:
     """Add a collection to an existing index (ids already present are skipped)."""
-    from mmcascade.cli.indexing import build_index
-
     with exit_on_user_error():
         build_index(
             name,
@@ -87,14 +94,9 @@ def add(
 def info(
     name: str = typer.Argument(..., help="Index name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    data_dir: Path = typer.Option(None, help=DATA_DIR_HELP),
+    data_dir: options.DataDir = None,
 ) -> None:
     """Show what built an index, its budgets, backend, size and document count."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from mmcascade.index import Index
-
     with exit_on_user_error(), Index.open(name, data_dir=data_dir) as index:
         details = index.info()
     if as_json:
@@ -122,10 +124,8 @@ def info(
 
 
 @app.command("list")
-def list_command(data_dir: Path = typer.Option(None, help=DATA_DIR_HELP)) -> None:
+def list_command(data_dir: options.DataDir = None) -> None:
     """List the indexes in the data directory."""
-    from mmcascade.index import list_indexes
-
     with exit_on_user_error():
         for name in list_indexes(data_dir):
             typer.echo(name)
@@ -135,11 +135,9 @@ def list_command(data_dir: Path = typer.Option(None, help=DATA_DIR_HELP)) -> Non
 def delete(
     name: str = typer.Argument(..., help="Index name."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    data_dir: Path = typer.Option(None, help=DATA_DIR_HELP),
+    data_dir: options.DataDir = None,
 ) -> None:
     """Delete an index and all its files."""
-    from mmcascade.index import delete_index
-
     if not yes:
         typer.confirm(f"Delete index {name!r} and all its files?", abort=True)
     with exit_on_user_error():
@@ -159,3 +157,125 @@ def parse_backend_options(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key.strip()] = raw
     return options
+
+
+def build_index(
+    name: str,
+    input_path: Path,
+    *,
+    model: str | None = None,
+    backend: str | None = None,
+    doc_budget: int | None = None,
+    batch_size: int = 16,
+    captions: str = "embed",
+    instruction: str | None = None,
+    query_instruction: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    create: bool = True,
+    console: Console | None = None,
+) -> BuildReport:
+    """Create index ``name`` if needed (``create=True``), then add every record of ``input_path`` not yet in it."""
+    console = console or Console(stderr=True)
+    records = read_collection(input_path, captions=captions)  # fails early on a missing input
+    total = count_collection(input_path)
+    index = _open_or_create(
+        name, create, model, backend, doc_budget, instruction, query_instruction, backend_options, data_dir, console
+    )
+    with index:
+        if instruction is not None and instruction != index.manifest.document_instruction:
+            raise ValueError(
+                f"index {name!r} stores documents with instruction {index.manifest.document_instruction!r}; "
+                f"--instruction {instruction!r} would mix two encodings in one index"
+            )
+        console.print(f"indexing [bold]{escape(str(input_path))}[/] into [bold]{escape(name)}[/] ({index.store.name})")
+        _ = index.embedder  # load the model before the bar starts moving
+        if console.is_terminal:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("documents", total=total)
+                report = index.build(records, batch_size=batch_size, on_progress=lambda n: progress.advance(task, n))
+        else:  # logs and pipes: one line per durable step, so a watcher knows what is already stored
+            done = 0
+
+            def log_line(n: int) -> None:
+                nonlocal done
+                done += n
+                console.print(f"documents {done}/{total}", highlight=False)
+
+            report = index.build(records, batch_size=batch_size, on_progress=log_line)
+        count = index.count()
+    print_report(report, count, console)
+    return report
+
+
+def print_report(report: BuildReport, count: int, console: Console) -> None:
+    console.print(
+        f"added {report.added}, already indexed {report.already_indexed}, skipped {len(report.skipped)}; "
+        f"the index holds {count} documents"
+    )
+    if report.skipped:
+        table = Table(title=f"skipped records ({len(report.skipped)})")
+        table.add_column("record")
+        table.add_column("reason")
+        for record in report.skipped[:MAX_LISTED_SKIPS]:
+            table.add_row(escape(record.source), escape(record.reason))
+        if len(report.skipped) > MAX_LISTED_SKIPS:
+            table.add_row("...", f"{len(report.skipped) - MAX_LISTED_SKIPS} more")
+        console.print(table)
+
+
+def _open_or_create(
+    name: str,
+    create: bool,
+    model: str | None,
+    backend: str | None,
+    doc_budget: int | None,
+    instruction: str | None,
+    query_instruction: str | None,
+    backend_options: dict[str, Any] | None,
+    data_dir: str | os.PathLike | None,
+    console: Console,
+) -> Index:
+    exists = (index_folder(name, data_dir) / MANIFEST_NAME).is_file()
+    if not exists:
+        if not create:
+            return Index.open(name, data_dir=data_dir)  # raises the "no such index" error
+        console.print(f"loading model [bold]{escape(model or 'starter')}[/]")
+        return Index.create(
+            name,
+            model or "starter",
+            backend=backend or "qdrant-edge",
+            doc_budget=doc_budget,
+            backend_options=backend_options,
+            query_instruction=query_instruction,
+            document_instruction=instruction,
+            data_dir=data_dir,
+        )
+    index = Index.open(name, model=model, data_dir=data_dir)
+    manifest = index.manifest
+    conflicts = [
+        f"--{flag} {given!r} (the index has {stored!r})"
+        for flag, given, stored in (
+            ("backend", backend, manifest.backend),
+            ("doc-budget", doc_budget, manifest.doc_budget),
+            ("query-instruction", query_instruction, manifest.query_instruction),
+        )
+        if given is not None and given != stored
+    ]
+    if backend_options and backend_options != manifest.backend_options:
+        conflicts.append(f"--backend-option {backend_options} (the index has {manifest.backend_options})")
+    if conflicts:
+        index.close()
+        raise ValueError(
+            f"index {name!r} already exists with other settings: {'; '.join(conflicts)}. Re-run with the same "
+            f"settings to resume, or `mmcascade index delete {name}` to start over"
+        )
+    console.print(f"index [bold]{escape(name)}[/] exists with {index.count()} documents: adding what is missing")
+    return index

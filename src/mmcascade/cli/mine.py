@@ -5,11 +5,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.embedder import Embedder
+from mmcascade.rerank import make_reranker
+from mmcascade.training.mining import check_mining_settings, mine
+
+app = typer.Typer()
 
 
+@app.command("mine")
 def mine_command(
     train: Path = typer.Option(..., "--train", help="Training records (JSONL) to mine hard negatives for."),
     out: Path = typer.Option(..., "--out", help="Where the mined records (JSONL, same format) are written."),
@@ -79,14 +88,6 @@ def run_mine(
     batch_size: int = 8,
     device: str | None = None,
 ) -> None:
-    import torch
-    from rich.console import Console
-    from rich.markup import escape
-
-    from mmcascade.embedder import Embedder
-    from mmcascade.rerank import make_reranker
-    from mmcascade.training.mining import check_mining_settings, mine
-
     console = Console(stderr=True)
     check_mining_settings(n_negatives=negatives, threshold=threshold, margin=margin)  # before loading any model
     if not train.is_file():
@@ -94,11 +95,8 @@ def run_mine(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     console.print(f"loading the retriever {escape(model)} and the reranker {escape(reranker)}", highlight=False)
     retriever = Embedder.from_pretrained(model, device=device)
-    judge_options = {} if reranker_url else {"batch_size": 16}
+    judge_options = {} if reranker_url else {"batch_size": 16, "device": device}  # a server places its own model
     judge = make_reranker(reranker, url=reranker_url, **judge_options)
-    backbone = getattr(judge.model, "backbone", None)
-    if backbone is not None:
-        backbone.to(device)
     result = mine(
         train,
         out,

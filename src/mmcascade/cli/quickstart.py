@@ -9,15 +9,36 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
+import typer
+from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from transformers.utils import logging as transformers_logging
+
+from mmcascade.backbones.testing import build_tiny_checkpoint
+from mmcascade.embedder import Embedder
+from mmcascade.models import resolve_model
+
+app = typer.Typer()
+
+
+@app.command()
+def quickstart(
+    model: str = typer.Option(
+        None,
+        help="Embedder or VLM checkpoint (folder or Hub id). Default: the starter model (a tiny random Qwen2-VL if it is not built).",
+    ),
+    workdir: Path = typer.Option(None, help="Where the tiny checkpoint is built (default: a temporary folder)."),
+    tiny: bool = typer.Option(False, help="Use a tiny random Qwen2-VL even when the starter model is available."),
+) -> None:
+    """Embed a few captions and images and score them with MaxSim at several budgets."""
+    run_quickstart(model, workdir, tiny)
 
 
 def demo_images() -> dict:
     """Three simple scenes drawn with PIL (no files or downloads needed)."""
-    from PIL import Image, ImageDraw
-
     scenes = {}
     for name, colour, shape in [
         ("red circle", "red", "ellipse"),
@@ -35,19 +56,12 @@ def demo_images() -> dict:
 
 
 def run_quickstart(model: str | None, workdir: Path | None, tiny: bool = False) -> None:
-    import torch
-    from transformers.utils import logging as transformers_logging
-
-    from mmcascade import Embedder
-    from mmcascade.backbones.testing import build_tiny_checkpoint
-    from mmcascade.hub import starter_embedder_folder
-
     transformers_logging.disable_progress_bar()
     console = Console()
     torch.manual_seed(0)
     if model is None and not tiny:
         try:
-            model = str(starter_embedder_folder())
+            model = str(resolve_model("starter-embedder"))
         except FileNotFoundError:
             console.print("[yellow]the starter model is not built; using a tiny random model[/]")
     if model is None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
 
+from mmcascade.budget import DEFAULT_TRACE_TOKENS
 from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.data.synthetic.teacher import teacher_traces_from_records
+from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path, factory
+from mmcascade.reasoner.teacher import generate_teacher_traces
 
 app = typer.Typer(help="Reasoner jobs: teacher traces for distilling a student reasoner.", no_args_is_help=True)
 
@@ -29,7 +34,7 @@ def traces(
         help="Write traces from the starter data's ground-truth annotations (a stand-in for a large VLM teacher).",
     ),
     task: str = typer.Option("retrieval", help="Prompt kind: retrieval, classification, vqa, grounding, document."),
-    think_tokens: int = typer.Option(256, min=1, help="Reasoning token budget."),
+    think_tokens: int = typer.Option(DEFAULT_TRACE_TOKENS, min=1, help="Reasoning token budget."),
     batch_size: int = typer.Option(32, min=1, help="Items per generation batch (and per write to --out)."),
     cache: bool = typer.Option(True, help="Use the trace cache ($MMCASCADE_CACHE/traces.sqlite)."),
 ) -> None:
@@ -44,8 +49,6 @@ def traces(
 
 
 def _templated(input_path: Path, out: Path) -> None:
-    from mmcascade.reasoner.teacher import teacher_traces_from_records
-
     summary = teacher_traces_from_records(input_path, out)
     by_task = ", ".join(f"{name} {count}" for name, count in summary["by_task"].items())
     typer.echo(f"wrote {summary['written']} trace(s) to {out} ({by_task})")
@@ -68,11 +71,6 @@ def _generated(
     batch_size: int,
     use_cache: bool,
 ) -> None:
-    import contextlib
-
-    from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path, factory
-    from mmcascade.reasoner.teacher import generate_teacher_traces
-
     model = factory.make_reasoner(reasoner, url=reasoner_url)
     settings = GenerationSettings(max_new_tokens=think_tokens)
     with contextlib.ExitStack() as stack:

@@ -8,17 +8,72 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mmcascade.cascade import Budget, Cascade, CascadeHit
-from mmcascade.index import Index, SearchHit
-from mmcascade.reasoner.cache import TraceCache, default_trace_cache_path
+from mmcascade.budget import Budget
+from mmcascade.cli import options
+from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.data.items import load_image
+from mmcascade.index import SearchHit
+from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path, reason
+from mmcascade.reasoner.factory import make_reasoner
 from mmcascade.rerank.factory import make_reranker
+from mmcascade.search import Cascade, CascadeHit, Index
 
-DEFAULT_TRACE_TOKENS = 256  # the query reasoner's budget when --think-tokens is not given
-STARTER_MODELS = ("starter",)  # indexes of these models rerank with the starter reasoner by default
+app = typer.Typer()
+
+
+@app.command()
+def search(
+    name: str = typer.Argument(..., help="Index name."),
+    text: str = typer.Option(None, help="Query text."),
+    image: Path = typer.Option(None, help="Query image file."),
+    instruction: str = typer.Option(None, help="Query instruction (default: the one stored in the index)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results to return."),
+    query_budget: int = typer.Option(None, help="Query vectors to score with (default: all)."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help='Print a JSON list of {"id", "score", "rank", "payload"}; with --rerank also "retrieval_rank", '
+        '"rerank_score" (P(yes)) and "reasoning".',
+    ),
+    model: str = typer.Option(None, help="Refuse to search unless the index was built with this model."),
+    data_dir: options.DataDir = None,
+    think: options.Think = False,
+    reasoner: options.Reasoner = None,
+    reasoner_url: options.ReasonerUrl = None,
+    think_tokens: options.ThinkTokens = None,
+    task: str = typer.Option("retrieval", help="Prompt kind: retrieval, classification, vqa, grounding, document."),
+    rerank: options.Rerank = 0,
+    retrieve_k: int = typer.Option(None, min=1, help="Hits retrieved before reranking (default: max(top-k, rerank))."),
+    reranker: options.Reranker = None,
+    reranker_url: options.RerankerUrl = None,
+) -> None:
+    """Search index NAME by text, image, or both; --rerank k reranks the top k with a reasoning reranker."""
+    with exit_on_user_error():
+        run_search(
+            name,
+            text=text,
+            image=image,
+            instruction=instruction,
+            top_k=top_k,
+            query_budget=query_budget,
+            as_json=as_json,
+            model=model,
+            data_dir=data_dir,
+            think=think,
+            reasoner=reasoner,
+            reasoner_url=reasoner_url,
+            think_tokens=think_tokens,
+            task=task,
+            rerank=rerank,
+            retrieve_k=retrieve_k,
+            reranker=reranker,
+            reranker_url=reranker_url,
+        )
 
 
 def run_search(
@@ -51,22 +106,20 @@ def run_search(
     trace = None
     with contextlib.ExitStack() as stack:
         index = stack.enter_context(Index.open(name, model=model, data_dir=data_dir))
-        budget = search_budget(index, top_k, query_budget, rerank, retrieve_k, think_tokens)
+        budget = search_budget(index, top_k, query_budget, rerank, retrieve_k, think, think_tokens)
         judge = None
         if rerank:
             cache = stack.enter_context(TraceCache(default_trace_cache_path()))
-            judge = make_reranker(
-                reranker or default_reasoner(index, "--rerank", "--reranker"), url=reranker_url, cache=cache
-            )
+            judge_name = options.generative_model(reranker, index.manifest.model, "--rerank", "--reranker")
+            judge = make_reranker(judge_name, url=reranker_url, cache=cache)
         if think:
-            trace_tokens = think_tokens if think_tokens is not None else DEFAULT_TRACE_TOKENS
             trace = think_about(
                 query,
                 index.manifest.query_instruction,
                 instruction,
-                reasoner or default_reasoner(index, "--think", "--reasoner"),
+                options.generative_model(reasoner, index.manifest.model, "--think", "--reasoner"),
                 reasoner_url,
-                trace_tokens,
+                budget.trace_tokens,
                 task,
             )
         hits = Cascade(index, judge).search(query, budget, instruction=instruction, trace=trace)[:top_k]
@@ -78,27 +131,24 @@ def run_search(
 
 
 def search_budget(
-    index: Index, top_k: int, query_budget: int | None, rerank: int, retrieve_k: int | None, think_tokens: int | None
+    index: Index,
+    top_k: int,
+    query_budget: int | None,
+    rerank: int,
+    retrieve_k: int | None,
+    think: bool,
+    think_tokens: int | None,
 ) -> Budget:
     """The CLI's budget: K defaults to max(top-k, rerank), capped at the index size (an explicit K is not capped)."""
     count = index.count()
     if rerank > count:
         raise ValueError(f"--rerank {rerank} is larger than index {index.name!r}, which holds {count} document(s)")
-    return Budget(
+    return options.reasoning_budget(
+        think,
+        think_tokens,
         query_vectors=query_budget,
         retrieve_k=retrieve_k if retrieve_k is not None else max(1, min(max(top_k, rerank), count)),
         rerank_k=rerank,
-        think_tokens=think_tokens if think_tokens is not None else 0,
-    )
-
-
-def default_reasoner(index: Index, option: str, model_option: str) -> str:
-    """The starter reasoner for indexes of the starter embedder (it reasons and reranks for it); else an error."""
-    if index.manifest.model in STARTER_MODELS:
-        return "starter"
-    raise ValueError(
-        f"{option} needs {model_option}: index {index.name!r} was built with {index.manifest.model!r}, which has no "
-        "default; pass a generative VLM folder or Hub id (or a served model with the matching --...-url option)"
     )
 
 
@@ -112,9 +162,6 @@ def think_about(
     task: str,
 ):
     """The query's reasoning trace (cached in the trace cache); printed to stderr."""
-    from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path, reason
-    from mmcascade.reasoner.factory import make_reasoner
-
     settings = GenerationSettings(max_new_tokens=think_tokens)
     model = make_reasoner(reasoner, url=reasoner_url)
     item = {**query, "instruction": instruction or stored_instruction} if (instruction or stored_instruction) else query
@@ -135,8 +182,6 @@ def make_query(text: str | None, image: Path | None) -> dict:
     if text is not None and text.strip():
         query["text"] = text
     if image is not None:
-        from mmcascade.data.items import load_image
-
         query["image"] = load_image(image)  # a missing or corrupt file fails here, with its name
     return query
 

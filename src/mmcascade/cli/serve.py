@@ -1,6 +1,7 @@
 """``mmcascade serve reasoner``: a local reasoner behind an OpenAI-compatible HTTP endpoint.
 
-FastAPI and uvicorn come with the ``server`` extra; they are imported only when a command runs.
+FastAPI and uvicorn come with the ``server`` extra; they are imported only when a command runs, so a missing
+extra is one clear error.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import NoReturn
 import typer
 
 from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.reasoner.local import load_reasoner
 
 app = typer.Typer(help="Serve models over HTTP.", no_args_is_help=True)
 
@@ -57,13 +59,9 @@ def run_serve_reasoner(
     try:
         import uvicorn
 
-        from mmcascade.server.reasoner_app import create_reasoner_app
+        from mmcascade.server.reasoner import create_reasoner_app
     except ImportError as error:
         _fail(f"serving needs FastAPI and uvicorn ({error}); {SERVER_EXTRA_HINT}")
-    try:
-        from mmcascade.reasoner.local import load_reasoner
-    except ImportError as error:
-        _fail(f"the local reasoner backend (mmcascade.reasoner.local) is not available: {error}")
     typer.echo(f"loading reasoner {model} ...", err=True)
     loaded = load_reasoner(model)
     name = served_model_name or model

@@ -8,6 +8,10 @@ from pathlib import Path
 import typer
 
 from mmcascade.cli.errors import exit_on_user_error
+from mmcascade.training.rerank_train import train_reranker_from_config
+from mmcascade.training.sft import train_reasoner_from_config
+from mmcascade.training.trainer import train_from_config
+from mmcascade.utils.config import parse_override
 
 app = typer.Typer(help="Train and distil models.", no_args_is_help=True)
 
@@ -18,8 +22,6 @@ SET_HELP = "Override a config key, e.g. --set training.max_steps=10 (repeatable)
 
 def _train(train_from_config: Callable[..., Path], config: Path, resume: str, overrides: list[str]) -> None:
     """Run a trainer's ``*_from_config`` with the CLI's resume and --set overrides; print the final folder."""
-    from mmcascade.utils.config import parse_override
-
     with exit_on_user_error():
         parsed = dict(parse_override(text) for text in overrides)
         final = train_from_config(config, resume_from=None if resume == "none" else resume, overrides=parsed)
@@ -33,8 +35,6 @@ def train_embedder(
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Train an embedder contrastively (InfoNCE or Matryoshka multi-vector), resumable, GradCache-enabled."""
-    from mmcascade.training.trainer import train_from_config
-
     _train(train_from_config, config, resume, overrides)
 
 
@@ -45,8 +45,6 @@ def train_reasoner(
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Fine-tune a generative reasoner on a teacher's traces (SFT, loss on the trace tokens only), LoRA or full."""
-    from mmcascade.training.sft import train_reasoner_from_config
-
     _train(train_reasoner_from_config, config, resume, overrides)
 
 
@@ -57,6 +55,4 @@ def train_reranker(
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Train a generative VLM as a yes/no reranker on training records (query, positive, negatives), LoRA or full."""
-    from mmcascade.training.rerank_train import train_reranker_from_config
-
     _train(train_reranker_from_config, config, resume, overrides)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mmcascade.data.items import Item, as_item, load_image
+from mmcascade.data.items import ITEM_KEYS, Item, item_from_json, load_image
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 CaptionMode = Literal["embed", "payload"]
@@ -85,13 +85,14 @@ def read_image_folder(
         if caption is not None:
             payload["caption"] = caption
         text = caption if captions == "embed" else None
-        yield SourceRecord(relative, relative, _image_loader(file, text, instruction), payload)
+        yield SourceRecord(relative, relative, _decoding_loader(Item(text=text, images=(file,)), instruction), payload)
 
 
 def read_jsonl(path: Path, *, instruction: str | None = None) -> Iterator[SourceRecord | SkippedRecord]:
     """One record per line: ``{"id", "text", "image" | "images", "instruction", "payload"}``.
 
-    Image paths are relative to the JSONL file's folder. ``id`` defaults to ``"line-N"``; ``payload``
+    Image paths are relative to the JSONL file's folder (:func:`~mmcascade.data.items.item_from_json` reads
+    the item fields). ``id`` defaults to ``"line-N"``; ``payload``
     defaults to the line's text and its image paths made absolute (so hits can be shown and reranked from anywhere).
     """
     root = path.parent
@@ -109,7 +110,7 @@ def read_jsonl(path: Path, *, instruction: str | None = None) -> Iterator[Source
             yield SourceRecord(doc_id, source, loader, payload)
 
 
-_JSONL_KEYS = frozenset({"id", "text", "image", "images", "instruction", "payload"})
+_JSONL_KEYS = frozenset({"id", *ITEM_KEYS, "payload"})
 
 
 def _parse_line(
@@ -124,43 +125,43 @@ def _parse_line(
     unknown = set(value) - _JSONL_KEYS
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}; valid: {sorted(_JSONL_KEYS)}")
+    doc_id = _document_id(value, number)
+    # checks text/instruction/placeholders and resolves image paths now, without decoding
+    item = item_from_json({key: value[key] for key in ITEM_KEYS if key in value}, root, name="")
+    return doc_id, _decoding_loader(item, instruction), _payload(value, item)
+
+
+def _document_id(value: dict[str, Any], number: int) -> str:
     doc_id = value.get("id", f"line-{number}")
     if isinstance(doc_id, int) and not isinstance(doc_id, bool):
         doc_id = str(doc_id)
     if not isinstance(doc_id, str) or not doc_id:
         raise ValueError(f"'id' must be a non-empty string or an int; got {doc_id!r}")
-    images = value.get("images", value.get("image")) or []
-    if isinstance(images, str):
-        images = [images]
-    if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
-        raise ValueError("'image' must be a path string and 'images' a list of path strings")
-    fields = {key: value[key] for key in ("text", "instruction") if key in value}
-    if "image" in value and "images" in value:
-        raise ValueError("give either 'image' or 'images', not both")
-    as_item({**fields, "images": images})  # validates text/instruction/placeholders now, without decoding
-    paths = [root / image for image in images]
+    return doc_id
+
+
+def _payload(value: dict[str, Any], item: Item) -> dict[str, Any]:
+    """The line's ``payload``; by default the document's content with absolute image paths, so a result can
+    be shown or reranked from anywhere."""
     payload = value.get("payload")
     if payload is None:
-        # the document's content, with absolute image paths, so a result can be shown or reranked from anywhere
         payload = {"text": value["text"]} if "text" in value else {}
-        absolute = [os.path.abspath(path) for path in paths]
-        if "image" in value:
+        absolute = [os.path.abspath(path) for path in item.images]
+        if value.get("image") is not None:
             payload["image"] = absolute[0]
-        elif "images" in value:
+        elif value.get("images") is not None:
             payload["images"] = absolute
     elif not isinstance(payload, dict):
         raise ValueError(f"'payload' must be an object; got {type(payload).__name__}")
+    return payload
+
+
+def _decoding_loader(item: Item, instruction: str | None) -> Callable[[], Item]:
+    """``item`` with its image files decoded (on call) and ``instruction`` filled in where it has none."""
 
     def load() -> Item:
-        decoded = [load_image(image_path) for image_path in paths]
-        return as_item({**fields, "images": decoded}).with_instruction(instruction)
-
-    return doc_id, load, payload
-
-
-def _image_loader(file: Path, text: str | None, instruction: str | None) -> Callable[[], Item]:
-    def load() -> Item:
-        return Item(text=text, images=(load_image(file),), instruction=instruction)
+        decoded = tuple(load_image(path) for path in item.images)
+        return Item(text=item.text, images=decoded, instruction=item.instruction).with_instruction(instruction)
 
     return load
 

@@ -1,10 +1,10 @@
-"""The unit of input: text, image(s) or both, plus an optional task instruction."""
+"""The unit of input: text, image(s) or both, plus an optional task instruction; and how a JSON object becomes one."""
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,8 @@ from PIL import Image, UnidentifiedImageError
 ImageSource = str | os.PathLike | bytes | Image.Image
 
 IMAGE_PLACEHOLDER = "<image>"
+#: the keys of an item in a JSON file (training records, collections, trace files)
+ITEM_KEYS = ("text", "image", "images", "instruction")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,97 @@ def as_items(values: Iterable[Any] | Any) -> list[Item]:
         except ValueError as error:
             raise ValueError(f"item {index}: {error}") from error
     return items
+
+
+def item_from_json(
+    value: Any,
+    base: str | os.PathLike,
+    *,
+    name: str = "item",
+    keys: Sequence[str] = ITEM_KEYS,
+    check_images: bool = False,
+) -> Item:
+    """A JSON object ``{"text", "image" | "images", "instruction"}`` read from a file -> an :class:`Item`.
+
+    Image paths become absolute strings (``~`` expanded, relative ones resolved against ``base``, the
+    folder of the file they came from); nothing is decoded. A ``null`` field counts as absent. ``keys``
+    narrows what is accepted (a format with one image per item leaves out ``images``); ``check_images``
+    also checks that every image file exists.
+
+    Raises:
+        ValueError: every problem found, each naming its field (``query.text must be a string, got
+            number``); ``name`` is what the object is called in them, ``""`` for fields at the top level.
+    """
+    fields = _item_fields(value, name, keys)
+    images = _image_paths(fields, name, Path(os.path.abspath(base)), check_images)
+    try:
+        return Item(text=fields.get("text"), images=images, instruction=fields.get("instruction"))
+    except ValueError as error:
+        raise ValueError(f"{_prefix(name)}{error}") from None
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (``number``, ``array`` ...), for error messages."""
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+_EXPECTED_TYPE = {"text": "a string", "image": "a string", "instruction": "a string", "images": "a list of strings"}
+
+
+def _item_fields(value: Any, name: str, keys: Sequence[str]) -> dict[str, Any]:
+    """The object's non-null fields, type-checked; every problem is listed before raising."""
+    if not isinstance(value, dict):
+        subject = f"'{name}' must be" if name else "expected"
+        raise ValueError(f"{subject} an object with {'/'.join(keys)}, got {json_type(value)}")
+    reasons = []
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        reasons.append(f"{_prefix(name)}unknown key(s) {unknown} (valid keys: {', '.join(keys)})")
+    fields = {key: value[key] for key in keys if value.get(key) is not None}
+    if "image" in fields and "images" in fields:
+        reasons.append(f"{_prefix(name)}give either 'image' or 'images', not both")
+    for key, field_value in fields.items():
+        valid = isinstance(field_value, str) if key != "images" else _is_string_list(field_value)
+        if not valid:
+            reasons.append(f"{_field(name, key)} must be {_EXPECTED_TYPE[key]}, got {json_type(field_value)}")
+    if not {"text", "image", "images"} & set(fields):
+        reasons.append(f"{name or 'an item'} needs 'text' or 'image' (or both)")
+    if reasons:
+        raise ValueError("; ".join(reasons))
+    return fields
+
+
+def _image_paths(fields: dict[str, Any], name: str, base: Path, check_images: bool) -> tuple[str, ...]:
+    if "image" in fields:
+        sources = {_field(name, "image"): fields["image"]}
+    else:
+        sources = {f"{_field(name, 'images')}[{index}]": path for index, path in enumerate(fields.get("images", []))}
+    paths = []
+    for label, source in sources.items():
+        if not source.strip():
+            raise ValueError(f"{label} is an empty path")
+        path = Path(source).expanduser()
+        path = path if path.is_absolute() else base / path
+        if check_images and not path.is_file():
+            raise ValueError(f"{label}: file not found: {path}")
+        paths.append(str(path))
+    return tuple(paths)
+
+
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(entry, str) for entry in value)
+
+
+def _field(name: str, key: str) -> str:
+    return f"{name}.{key}" if name else key
+
+
+def _prefix(name: str) -> str:
+    return f"{name}: " if name else ""
 
 
 def load_image(source: ImageSource) -> Image.Image:

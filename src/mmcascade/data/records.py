@@ -5,7 +5,8 @@ Format (one line per example)::
     {"query": SIDE, "positive": SIDE, "negatives": [SIDE, ...], "meta": {...}}
 
 where SIDE is ``{"text": str, "image": str, "instruction": str}`` with ``text`` or ``image`` (or
-both) present, ``image`` a path relative to the JSONL file's folder (or absolute). ``negatives``
+both) present (``null`` counts as absent), ``image`` a path relative to the JSONL file's folder (or
+absolute); :func:`mmcascade.data.items.item_from_json` reads it. ``negatives``
 (zero or more) and ``meta`` (any JSON object) are optional; no other keys are allowed, so a typo
 is an error rather than silently dropped data.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from mmcascade.data.items import Item
+from mmcascade.data.items import Item, item_from_json, json_type
 from mmcascade.utils.fs import write_text_atomically
 
 RECORD_KEYS = ("query", "positive", "negatives", "meta")
@@ -191,7 +192,7 @@ def _parse_line(text: str, number: int, base: Path, check_images: bool) -> Train
     except json.JSONDecodeError as error:
         raise _LineError(f"malformed JSON: {error.msg} (column {error.colno})") from None
     if not isinstance(data, dict):
-        raise _LineError(f"expected a JSON object, got {_json_type(data)}")
+        raise _LineError(f"expected a JSON object, got {json_type(data)}")
     reasons = []
     unknown = sorted(set(data) - set(RECORD_KEYS))
     if unknown:
@@ -203,13 +204,13 @@ def _parse_line(text: str, number: int, base: Path, check_images: bool) -> Train
             _parse_side(data[key], key, base, check_images, sides, reasons)
     negatives = data.get("negatives", [])
     if not isinstance(negatives, list):
-        reasons.append(f"'negatives' must be a list, got {_json_type(negatives)}")
+        reasons.append(f"'negatives' must be a list, got {json_type(negatives)}")
         negatives = []
     for index, negative in enumerate(negatives):
         _parse_side(negative, f"negatives[{index}]", base, check_images, sides, reasons)
     meta = data.get("meta", {})
     if not isinstance(meta, dict):
-        reasons.append(f"'meta' must be an object, got {_json_type(meta)}")
+        reasons.append(f"'meta' must be an object, got {json_type(meta)}")
     if reasons:
         raise _LineError("; ".join(reasons))
     return TrainingRecord(
@@ -224,43 +225,10 @@ def _parse_line(text: str, number: int, base: Path, check_images: bool) -> Train
 def _parse_side(
     value: Any, name: str, base: Path, check_images: bool, sides: dict[str, Item], reasons: list[str]
 ) -> None:
-    if not isinstance(value, dict):
-        reasons.append(f"'{name}' must be an object with text/image/instruction, got {_json_type(value)}")
-        return
-    before = len(reasons)
-    unknown = sorted(set(value) - set(SIDE_KEYS))
-    if unknown:
-        reasons.append(f"{name}: unknown key(s) {unknown} (valid keys: {', '.join(SIDE_KEYS)})")
-    for key in SIDE_KEYS:
-        if key in value and not isinstance(value[key], str):
-            reasons.append(f"{name}.{key} must be a string, got {_json_type(value[key])}")
-    if "text" not in value and "image" not in value:
-        reasons.append(f"{name} needs 'text' or 'image' (or both)")
-    if len(reasons) > before:
-        return
-    images: tuple[str, ...] = ()
-    if "image" in value:
-        if not value["image"].strip():
-            reasons.append(f"{name}.image is an empty path")
-            return
-        image = Path(value["image"]).expanduser()
-        image = image if image.is_absolute() else base / image
-        if check_images and not image.is_file():
-            reasons.append(f"{name}.image: file not found: {image}")
-            return
-        images = (str(image),)
     try:
-        sides[name] = Item(text=value.get("text"), images=images, instruction=value.get("instruction"))
+        sides[name] = item_from_json(value, base, name=name, keys=SIDE_KEYS, check_images=check_images)
     except ValueError as error:
-        reasons.append(f"{name}: {error}")
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(
-        type(value), type(value).__name__
-    )
+        reasons.append(str(error))
 
 
 _SKIP_ADVICE = "Fix these lines, or pass on_error='skip' to train on the valid records only."

@@ -25,7 +25,8 @@ from mmcascade.backbones.base import BatchInputs
 from mmcascade.data.items import as_items
 from mmcascade.embedder.heads import Head, Side, build_head, load_head
 from mmcascade.embedder.heads.base import check_side, head_class_for
-from mmcascade.hub import resolve_pretrained
+from mmcascade.models import resolve_model
+from mmcascade.reasoner.trace import Trace, parse_trace, with_trace
 from mmcascade.scoring import cosine, maxsim
 from mmcascade.utils.fs import atomic_directory
 
@@ -96,7 +97,7 @@ class Embedder(nn.Module):
             attn_implementation: transformers attention kernel, e.g. ``"sdpa"`` or ``"flash_attention_2"``.
             processor_options: e.g. ``image_max_pixels=200704``, ``max_text_tokens=256``.
         """
-        path = resolve_pretrained(name_or_path)
+        path = resolve_model(name_or_path, "embedder")
         backbone_options = {
             "dtype": dtype,
             "trust_remote_code": trust_remote_code,
@@ -185,7 +186,8 @@ class Embedder(nn.Module):
         traces: Sequence[Any] | None = None,
         trace_mode: str = "answer",
     ) -> torch.Tensor | np.ndarray:
-        """Encode queries. ``query_budget`` keeps the first k vectors (Matryoshka prefix).
+        """Encode queries as ``(n, V, dim)`` vectors (V = 1 for single-vector heads); ``query_budget`` keeps the
+        first k vectors (Matryoshka prefix).
 
         ``traces`` (Think-Then-Embed): one reasoning trace per query (a :class:`~mmcascade.reasoner.trace.Trace`,
         the raw generated text, or None); each query is embedded together with its trace's answer
@@ -205,7 +207,7 @@ class Embedder(nn.Module):
         show_progress: bool = False,
         convert_to: OutputFormat = "torch",
     ) -> torch.Tensor | np.ndarray:
-        """Encode documents. ``doc_budget`` keeps the first k vectors (Matryoshka prefix)."""
+        """Encode documents as ``(n, V, dim)`` vectors; ``doc_budget`` keeps the first k (Matryoshka prefix)."""
         return self._encode(items, "document", batch_size, doc_budget, instruction, show_progress, convert_to)
 
     def similarity(
@@ -216,12 +218,15 @@ class Embedder(nn.Module):
         query_budget: int | None = None,
         doc_budget: int | None = None,
     ) -> torch.Tensor:
-        """``(n_q, n_d)`` scores: cosine for single vectors, MaxSim (sum of max) for multi-vectors."""
+        """``(n_q, n_d)`` scores of ``(n, V, d)`` embeddings: MaxSim (sum over query vectors of the best
+        document vector); for single vectors (V = 1, or ``(n, d)``) that is their cosine."""
         queries, documents = torch.as_tensor(queries), torch.as_tensor(documents)
         if queries.ndim == 2 and documents.ndim == 2:
+            queries, documents = queries.unsqueeze(1), documents.unsqueeze(1)  # (n, 1, d): plain vectors in
+        if queries.shape[1] == 1 and documents.shape[1] == 1:
             if query_budget not in (None, 1) or doc_budget not in (None, 1):
                 raise ValueError("budgets apply to multi-vector embeddings; these are single vectors")
-            return cosine(queries.float(), documents.float())
+            return cosine(queries[:, 0].float(), documents[:, 0].float())
         return maxsim(queries, documents, query_budget=query_budget, doc_budget=doc_budget)
 
     @property
@@ -269,8 +274,6 @@ class Embedder(nn.Module):
                 inputs = self.tokenize([item_list[index] for index in batch], side)
                 vectors = self.forward(inputs, side)[:, :n_vectors]  # (b, n_vectors, dim)
                 result[batch] = vectors.float().cpu()
-        if not self.is_multi_vector:
-            result = result[:, 0]  # (n, dim)
         return result.numpy() if convert_to == "numpy" else result
 
 
@@ -287,8 +290,6 @@ def _check_source_layer(source_layer: int, backbone: Backbone) -> None:
 
 
 def _with_traces(items: Iterable[Any], traces: Sequence[Any], mode: str) -> list[Any]:
-    from mmcascade.reasoner.trace import Trace, parse_trace, with_trace
-
     item_list = as_items(items)
     if len(traces) != len(item_list):
         raise ValueError(f"got {len(traces)} traces for {len(item_list)} queries: pass one per query (None for none)")

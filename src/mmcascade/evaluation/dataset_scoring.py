@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmcascade.cascade import RerankStage
+from mmcascade.budget import Budget
 from mmcascade.data.items import as_item
 from mmcascade.evaluation.encode_cache import EncodedDataset
 from mmcascade.evaluation.metrics import TiePolicy, mean_metrics, query_metrics, rank_candidates
 from mmcascade.evaluation.mmeb.dataset import EvalDataset
 from mmcascade.scoring import maxsim
+from mmcascade.search.cascade import RerankStage
 
 MAX_PREDICTION = 1000  # ranked names written per query in {D}_pred.jsonl
 _QUERY_BLOCK = 64
@@ -42,23 +43,22 @@ class DatasetResult:
 def score_dataset(
     dataset: EvalDataset,
     encoded: EncodedDataset,
-    budget: tuple[int, int] | None,
+    budget: Budget,
     *,
     ties: TiePolicy = "pessimistic",
     seed: int = 0,
     main_metric: str = "hit@1",
     rerank: RerankStage | None = None,
 ) -> DatasetResult:
-    """Rank, measure and average one dataset at ``budget`` (``(query, document)`` vectors; None = all).
+    """Rank, measure and average one dataset at ``budget`` (its query x document vectors; None sides: all).
 
     ``rerank``: the cascade's second stage reorders each query's first ``rerank.depth`` candidates (after
-    the tie policy has ordered the retrieval scores), exactly as :class:`~mmcascade.cascade.Cascade` does.
+    the tie policy has ordered the retrieval scores), exactly as :class:`~mmcascade.search.Cascade` does.
     """
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    query_budget, doc_budget = budget if budget is not None else (None, None)
-    queries = encoded.queries[:, :query_budget]  # (n_q, Q', d)
-    candidates = encoded.candidates[:, :doc_budget]  # (n_c, D', d)
+    queries = encoded.queries[:, : budget.query_vectors]  # (n_q, Q', d)
+    candidates = encoded.candidates[:, : budget.document_vectors]  # (n_c, D', d)
     name_index = {
         name: index for index, name in enumerate(encoded.candidate_names) if name not in encoded.candidate_failures
     }

@@ -117,8 +117,7 @@ def encode_robustly(
 
 def _encode(embedder: Any, items: list[dict[str, Any]], side: str, batch_size: int) -> torch.Tensor:
     encode = embedder.encode_queries if side == "query" else embedder.encode_documents
-    vectors = encode(items, batch_size=batch_size)
-    return vectors.unsqueeze(1) if vectors.ndim == 2 else vectors  # (n, vectors, dim)
+    return encode(items, batch_size=batch_size)  # (n, vectors, dim)
 
 
 def _read_cache(cache_dir: Path, fingerprint: str) -> EncodedDataset | None:

@@ -17,17 +17,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mmcascade.cascade import RerankStage
-from mmcascade.evaluation.budgets import DEFAULT_BUDGETS, budget_label, check_budgets
+from mmcascade import __version__
+from mmcascade.budget import Budget, default_budgets
+from mmcascade.data.items import as_item
+from mmcascade.embedder import Embedder
 from mmcascade.evaluation.dataset_scoring import DatasetResult, score_dataset
 from mmcascade.evaluation.encode_cache import dataset_fingerprint, load_or_encode
 from mmcascade.evaluation.metrics import TiePolicy
 from mmcascade.evaluation.mmeb.config import DatasetConfig, load_configs
 from mmcascade.evaluation.mmeb.dataset import EvalDataset
+from mmcascade.evaluation.mmeb.readers import read_dataset
 from mmcascade.evaluation.report import (
     BudgetSummary,
     DatasetSummary,
@@ -36,6 +39,9 @@ from mmcascade.evaluation.report import (
     write_summary,
     write_vlm2vec_report,
 )
+from mmcascade.models import model_fingerprint, resolve_model
+from mmcascade.reasoner import reason, task_kind, with_trace
+from mmcascade.search.cascade import RerankStage
 
 Log = Callable[[str], None]
 
@@ -58,7 +64,7 @@ def run_eval(
     model: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    budgets: Sequence[tuple[int, int]] | None = None,
+    budgets: Sequence[Budget] | None = None,
     datasets: Sequence[str] | None = None,
     data_root: str | os.PathLike | None = None,
     ties: TiePolicy = "pessimistic",
@@ -76,8 +82,9 @@ def run_eval(
     Args:
         config: an eval yaml (VLM2Vec's format) or parsed configs.
         data_root: where the yaml's relative paths point (default: the yaml's folder).
-        budgets: ``(query, document)`` vector counts (multi-vector models; default MetaEmbed's five groups
-            that fit the model). Single-vector models are scored once, as ``single``.
+        budgets: the query x document vectors to score (multi-vector models; default MetaEmbed's five groups
+            that fit the model; only the vector counts of a :class:`~mmcascade.budget.Budget` are used here).
+            Single-vector models are scored once, as ``single``.
         datasets: evaluate only these dataset names.
         ties: ``pessimistic`` (default), ``optimistic`` or ``random`` (seeded by ``seed``).
         reasoner: Think-Then-Embed: a :class:`~mmcascade.reasoner.Reasoner` writes a trace for every query
@@ -86,10 +93,6 @@ def run_eval(
         rerank: the cascade's second stage (reranker, depth k, reasoning budget) reorders each query's first
             k candidates, as a search with ``--rerank k`` does; recorded in the reports' metadata.
     """
-    from mmcascade.embedder import Embedder
-    from mmcascade.hub import resolve_pretrained
-    from mmcascade.index.manifest import model_fingerprint
-
     configs, root = _configs(config, data_root)
     if datasets:
         known = {entry.name for entry in configs}
@@ -99,11 +102,12 @@ def run_eval(
         configs = [entry for entry in configs if entry.name in set(datasets)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = model_fingerprint(resolve_pretrained(model))
+    fingerprint = model_fingerprint(resolve_model(model))
     embedder = embedder or Embedder.from_pretrained(model)
     budget_list = _budgets(embedder, budgets)
     model_name = Path(os.fspath(model)).name or os.fspath(model)
-    run = EvalRun(out_dir=out_dir, budgets=[BudgetSummary(budget_label(budget)) for budget in budget_list])
+    labels = [budget.label if embedder.is_multi_vector else "single" for budget in budget_list]
+    run = EvalRun(out_dir=out_dir, budgets=[BudgetSummary(label) for label in labels])
     results: dict[str, dict[str, DatasetResult]] = {label.budget: {} for label in run.budgets}
     loaded: list[EvalDataset] = []
     for entry in configs:
@@ -174,11 +178,11 @@ def run_eval(
         "rerank": None
         if rerank is None
         else {"model": rerank.reranker.model_id, "depth": rerank.depth, "think_tokens": rerank.think_tokens},
-        "mmcascade_version": _version(),
+        "mmcascade_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     for budget, summary in zip(budget_list, run.budgets, strict=True):
-        summary.bytes_per_document = (budget[1] if budget else 1) * embedder.dim * 4
+        summary.bytes_per_document = (budget.document_vectors or embedder.num_vectors("document")) * embedder.dim * 4
         by_modality: dict[str, dict[str, dict[str, float]]] = {}
         for dataset in loaded:
             if dataset.name in results[summary.budget]:
@@ -203,19 +207,16 @@ def _configs(
     return list(config), Path(data_root)
 
 
-def _budgets(embedder: Any, budgets: Sequence[tuple[int, int]] | None) -> list[tuple[int, int] | None]:
+def _budgets(embedder: Any, budgets: Sequence[Budget] | None) -> list[Budget]:
     if not embedder.is_multi_vector:
-        return [None]
+        return [Budget()]
     query_vectors, document_vectors = embedder.num_vectors("query"), embedder.num_vectors("document")
     if budgets is None:
-        return [budget for budget in DEFAULT_BUDGETS if budget[0] <= query_vectors and budget[1] <= document_vectors]
-    check_budgets(list(budgets), query_vectors, document_vectors)
-    return list(budgets)
+        return default_budgets(query_vectors, document_vectors)
+    return [budget.check_fits(query_vectors, document_vectors) for budget in budgets]
 
 
 def _read(entry: DatasetConfig, root: Path, run: EvalRun, log: Log) -> EvalDataset | None:
-    from mmcascade.evaluation.mmeb.readers import read_dataset
-
     try:
         dataset = read_dataset(entry, root)
     except (FileNotFoundError, ValueError, OSError) as error:
@@ -233,10 +234,6 @@ def _read(entry: DatasetConfig, root: Path, run: EvalRun, log: Log) -> EvalDatas
 
 def _think(dataset: EvalDataset, reasoner: Any, settings: Any, cache: Any, log: Log) -> None:
     """Replace each query item by the item with its reasoning trace (Think-Then-Embed)."""
-    from dataclasses import replace
-
-    from mmcascade.reasoner import reason, task_kind, with_trace
-
     items = [query.item for query in dataset.queries]
     log(f"{dataset.name}: reasoning about {len(items)} queries with {reasoner.model_id}")
     traces = reason(reasoner, items, task=task_kind(dataset.meta_task), settings=settings, cache=cache)
@@ -244,17 +241,11 @@ def _think(dataset: EvalDataset, reasoner: Any, settings: Any, cache: Any, log: 
     if problems:
         log(f"{dataset.name}: {problems} trace(s) incomplete or malformed (used as far as they go)")
     for index, (query, trace) in enumerate(zip(dataset.queries, traces, strict=True)):
-        item = with_trace(_as_item(query.item), trace)
+        item = with_trace(as_item(query.item), trace)
         thought = {"text": item.text, "images": [str(image) for image in item.images]}
         if item.instruction:
             thought["instruction"] = item.instruction
         dataset.queries[index] = replace(query, item=thought)
-
-
-def _as_item(item: dict[str, Any]):
-    from mmcascade.data.items import as_item
-
-    return as_item(item)
 
 
 def _write_dataset_files(folder: Path, name: str, result: DatasetResult) -> None:
@@ -266,9 +257,3 @@ def _drop_partial(run: EvalRun) -> None:
     """A dataset skipped at some budget is dropped from every budget, so averages compare like with like."""
     for summary in run.budgets:
         summary.datasets = [entry for entry in summary.datasets if entry.name not in run.skipped]
-
-
-def _version() -> str:
-    from mmcascade import __version__
-
-    return __version__

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mmcascade.budget import Budget
 from mmcascade.data.items import Item
 from mmcascade.data.records import TrainingRecord
 from mmcascade.embedder import Embedder
-
-Budget = tuple[int, int] | None  # (query vectors, document vectors); None for single-vector models
 
 
 @dataclass
@@ -33,7 +32,7 @@ class RecordScores:
 
     def as_dict(self) -> dict:
         return {
-            "budget": list(self.budget) if self.budget else None,
+            "budget": [self.budget.query_vectors, self.budget.document_vectors] if self.budget.query_vectors else None,
             "hit@1": self.hit_at_1,
             "n_queries": self.n_queries,
             "n_tied_queries": self.n_ties,
@@ -45,7 +44,7 @@ class RecordScores:
 def evaluate_records(
     embedder: Embedder,
     records: Sequence[TrainingRecord],
-    budgets: Sequence[Budget] = (None,),
+    budgets: Sequence[Budget] = (Budget(),),
     *,
     batch_size: int = 32,
     show_progress: bool = False,
@@ -68,9 +67,8 @@ def evaluate_records(
         )
         positives = torch.tensor([pool[_key(record.positive)] for record in task_records])  # (n,)
         for budget in budgets:
-            query_budget, doc_budget = budget if budget else (None, None)
             scores = embedder.similarity(
-                query_vectors, document_vectors, query_budget=query_budget, doc_budget=doc_budget
+                query_vectors, document_vectors, query_budget=budget.query_vectors, doc_budget=budget.document_vectors
             )  # (n, n_docs)
             positive_scores = scores.gather(1, positives[:, None])  # (n, 1)
             others = scores.scatter(1, positives[:, None], float("-inf"))  # (n, n_docs)

@@ -8,10 +8,11 @@ Datasets that were skipped are listed next to the averages, never counted as zer
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from mmcascade.utils.fs import write_lines_atomically, write_text_atomically
 
 
 @dataclass
@@ -159,17 +160,12 @@ def plot_budget_scaling(path: Path, model: str, budgets: list[BudgetSummary]) ->
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (a kill leaves the old file or none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(payload, indent=2))
-    os.replace(staging, path)
+    write_text_atomically(path, json.dumps(payload, indent=2))
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(staging, path)
+    """Write one JSON object per line, atomically."""
+    write_lines_atomically(path, (json.dumps(row) for row in rows))
 
 
 def _skipped_lines(skipped: dict[str, str]) -> str:

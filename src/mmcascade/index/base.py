@@ -66,6 +66,13 @@ class IndexBackend(ABC):
     def flush(self) -> None:  # noqa: B027 - optional for backends that write through
         """Make every accepted write durable."""
 
+    def optimize(self) -> bool:
+        """Build search structures after a bulk write (e.g. an HNSW graph); True if anything was built.
+
+        Called once at the end of every build; a backend that needs no such step keeps this default.
+        """
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release files and handles; the object is unusable afterwards."""
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from mmcascade.index.base import StoreSpec
+from mmcascade.utils.fs import write_text_atomically
 
 STORE_FILE = "mmcascade_store.json"
 
@@ -15,9 +15,7 @@ STORE_FILE = "mmcascade_store.json"
 def write_store_file(path: Path, backend: str, spec: StoreSpec, options: dict[str, Any]) -> None:
     """Write ``mmcascade_store.json`` atomically (temporary file + rename)."""
     payload = {"backend": backend, "dim": spec.dim, "num_vectors": spec.num_vectors, "options": options}
-    staging = path / f".{STORE_FILE}.tmp"
-    staging.write_text(json.dumps(payload, indent=2))
-    os.replace(staging, path / STORE_FILE)
+    write_text_atomically(path / STORE_FILE, json.dumps(payload, indent=2))
 
 
 def read_store_file(path: Path, backend: str, spec: StoreSpec) -> dict[str, Any]:

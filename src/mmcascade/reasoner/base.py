@@ -12,27 +12,25 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
 
+from mmcascade.budget import DEFAULT_TRACE_TOKENS, MAX_TOKEN_BUDGET, check_token_budget
 from mmcascade.data.items import ImageSource
 
-MAX_TOKEN_BUDGET = 32_768
+__all__ = ["MAX_TOKEN_BUDGET", "GenerationSettings", "Prompt", "Reasoner", "TokenCounter"]
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to generate. ``max_new_tokens`` is the reasoning token budget; temperature 0 means greedy."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_TRACE_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        budget = self.max_new_tokens
-        if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= MAX_TOKEN_BUDGET:
-            raise ValueError(
-                f"max_new_tokens (the token budget) must be an int in 1..{MAX_TOKEN_BUDGET}; got {budget!r}"
-            )
+        check_token_budget(self.max_new_tokens, "max_new_tokens (the token budget)", minimum=1)
         if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy); got {self.temperature!r}")
         if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
@@ -66,3 +64,11 @@ class Reasoner(ABC):
     @abstractmethod
     def complete(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         """One completion per prompt (the generated text only, without the prompt)."""
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A reasoner that can count tokens for its model (``mmcascade serve reasoner`` reports usage with it)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` for this model, without special tokens."""

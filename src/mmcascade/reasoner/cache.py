@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmcascade.models import cache_root
+
 #: the schema this code writes; a file with a higher version was written by a newer mmcascade
 SCHEMA_VERSION = 1
 #: how long a writer waits for another connection's write lock before giving up
@@ -36,10 +38,8 @@ _CREATE_TABLES = (
 
 
 def default_trace_cache_path() -> Path:
-    """``$MMCASCADE_CACHE/traces.sqlite``, else ``~/.cache/mmcascade/traces.sqlite``."""
-    cache = os.environ.get("MMCASCADE_CACHE")
-    root = Path(cache).expanduser() if cache else Path.home() / ".cache" / "mmcascade"
-    return root / CACHE_FILE_NAME
+    """``traces.sqlite`` in the cache root (:func:`mmcascade.models.cache_root`)."""
+    return cache_root() / CACHE_FILE_NAME
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,8 @@ import torch
 
 from mmcascade.backbones import Backbone, load_backbone
 from mmcascade.data.items import Item
+from mmcascade.models import resolve_model
 from mmcascade.reasoner.base import GenerationSettings, Prompt, Reasoner
-
-#: names that mean another model when a reasoner (or reranker) is wanted
-REASONER_ALIASES = {"starter": "starter-reasoner"}
 
 
 class LocalReasoner(Reasoner):
@@ -33,10 +31,19 @@ class LocalReasoner(Reasoner):
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, batch_size: int = 16, **options: Any) -> LocalReasoner:
-        """Load a generative VLM checkpoint (folder, Hub id, or ``starter``) as a reasoner; ``options`` go to
-        the backbone."""
-        backbone = load_backbone(reasoner_path(name_or_path), **options).eval()
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        batch_size: int = 16,
+        device: str | torch.device | None = None,
+        **options: Any,
+    ) -> LocalReasoner:
+        """Load a generative VLM checkpoint (folder, Hub id, or ``starter``) as a reasoner on ``device``;
+        ``options`` go to the backbone."""
+        backbone = load_backbone(name_or_path, role="generative", **options).eval()
+        if device is not None:
+            backbone.to(device)
         return cls(backbone, os.fspath(name_or_path), batch_size=batch_size)
 
     def complete(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
@@ -67,12 +74,8 @@ class LocalReasoner(Reasoner):
 
 
 def reasoner_path(name_or_path: str | os.PathLike) -> Path:
-    """The folder of a generative model: ``starter`` means the starter reasoner (the embedder of that name
-    cannot generate), anything else resolves as for every model (folder, alias or Hub id)."""
-    from mmcascade.hub import resolve_pretrained
-
-    name = os.fspath(name_or_path)
-    return resolve_pretrained(REASONER_ALIASES.get(name, name))
+    """The folder of a generative model (``starter`` means the starter reasoner); see :mod:`mmcascade.models`."""
+    return resolve_model(name_or_path, "generative")
 
 
 def load_reasoner(name_or_path: str | os.PathLike, **options: Any) -> Reasoner:

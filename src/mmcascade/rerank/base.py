@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mmcascade.budget import check_think_tokens
 from mmcascade.data.items import as_item
-from mmcascade.reasoner.base import MAX_TOKEN_BUDGET, GenerationSettings, Prompt, Reasoner
+from mmcascade.reasoner.base import GenerationSettings, Prompt, Reasoner
 from mmcascade.reasoner.pipeline import TraceStore, store_completions, trace_key
 from mmcascade.rerank.judgement import judgement_prefix, reasoning_from_reply, yes_probability
 from mmcascade.rerank.prompts import RerankTemplate, load_rerank_template, render_rerank_prompt
@@ -37,16 +38,6 @@ class RerankScore:
     yes_logit: float
     no_logit: float
     reasoning: str = ""
-
-
-def check_think_tokens(think_tokens: Any) -> int:
-    """The reasoning budget as an int in ``0..MAX_TOKEN_BUDGET`` (0: judge without reasoning)."""
-    if isinstance(think_tokens, bool) or not isinstance(think_tokens, int) or not 0 <= think_tokens <= MAX_TOKEN_BUDGET:
-        raise ValueError(
-            f"think_tokens (the reranker's reasoning budget) must be an int in 0..{MAX_TOKEN_BUDGET}; "
-            f"got {think_tokens!r}"
-        )
-    return think_tokens
 
 
 class Reranker:

@@ -46,10 +46,13 @@ class LossConfig:
 
 @dataclass
 class LoraConfig:
+    """Low-rank adapters: rank ``r``, scale ``alpha / r``, on the layers named in ``target_modules`` (the last
+    part of a module name, e.g. ``q_proj``); null: the layers the backbone declares (``lora_target_modules``)."""
+
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] | None = None
 
 
 @dataclass

@@ -7,33 +7,31 @@ from typing import Any
 
 from torch import nn
 
+from mmcascade.backbones.base import Backbone
 from mmcascade.embedder import Embedder
-from mmcascade.training.config import FinetuneConfig
+from mmcascade.training.config import FinetuneConfig, LoraConfig
 
 
 def apply_finetune_mode(embedder: Embedder, config: FinetuneConfig) -> Any | None:
     """Set ``requires_grad`` on every parameter; returns the peft model in LoRA mode (for merging), else None."""
-    # LoRA goes into the Hugging Face model a backbone wraps (Qwen-VL ``.model``); a backbone without one (the
-    # starter: packaged encoders with their own adapters) takes it on itself.
-    lora_model = getattr(embedder.backbone, "model", embedder.backbone)
-    return set_trainable(embedder, embedder.backbone, lora_model, config, always_trained=embedder.head)
+    return set_trainable(embedder, embedder.backbone, config, always_trained=embedder.head)
 
 
 def set_trainable(
     root: nn.Module,
-    backbone: nn.Module,
-    lora_model: nn.Module,
+    backbone: Backbone,
     config: Any,
     always_trained: nn.Module | None = None,
 ) -> Any | None:
     """Set ``requires_grad`` on every parameter of ``root`` from a finetune config (``mode``, ``freeze``,
-    ``train``, ``lora``): ``backbone`` trains in full mode; in LoRA mode adapters go into ``lora_model``
-    (the part of the backbone that holds the target layers). Returns the peft model in LoRA mode."""
+    ``train``, ``lora``): ``backbone`` trains in full mode; in LoRA mode adapters go where the backbone says
+    (:meth:`Backbone.lora_host`, :attr:`Backbone.lora_target_modules` unless ``lora.target_modules`` names
+    other layers). Returns the peft model in LoRA mode."""
     peft_model = None
     for parameter in backbone.parameters():
         parameter.requires_grad_(config.mode == "full")
     if config.mode == "lora":
-        peft_model = _inject_lora(lora_model, config)
+        peft_model = _inject_lora(backbone, config.lora)
     if always_trained is not None:
         for parameter in always_trained.parameters():
             parameter.requires_grad_(True)
@@ -50,6 +48,16 @@ def set_trainable(
     return peft_model
 
 
+def lora_targets(backbone: Backbone, lora: LoraConfig) -> list[str]:
+    """The layers LoRA adapters wrap: ``lora.target_modules`` when set, else what the backbone declares."""
+    targets = backbone.lora_target_modules if lora.target_modules is None else lora.target_modules
+    if not targets:
+        raise ValueError(
+            f"the {backbone.family} backbone declares no LoRA target layers: name them in finetune.lora.target_modules"
+        )
+    return list(targets)
+
+
 def trainable_parameters(model: nn.Module) -> dict[str, Any]:
     return {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
 
@@ -60,24 +68,24 @@ def merge_lora(peft_model: Any | None) -> None:
         peft_model.merge_and_unload()
 
 
-def _inject_lora(model: nn.Module, config: Any) -> Any:
+def _inject_lora(backbone: Backbone, lora: LoraConfig) -> Any:
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
     except ImportError as error:
         raise ImportError("LoRA needs peft: pip install 'mmcascade[train]'") from error
-    lora = config.lora
-    module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [target for target in lora.target_modules if target not in module_names]
+    host = backbone.lora_host()
+    targets = lora_targets(backbone, lora)
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in host.named_modules()}
+    missing = [target for target in targets if target not in module_names]
     if missing:
         raise ValueError(
             f"finetune.lora.target_modules {missing} match no module of this backbone; "
             f"linear layers here include e.g. {sorted(n for n in module_names if n.endswith('proj'))[:12]}"
         )
-    peft_config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
-    )
-    # get_peft_model rewrites the target layers of ``model`` in place; the backbone keeps using it.
-    return get_peft_model(model, peft_config)
+    peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets)
+    # get_peft_model rewrites the target layers of ``host`` in place; the backbone keeps using it.
+    return get_peft_model(host, peft_config)
 
 
 def _match(names: dict[str, Any], pattern: str, key: str) -> list[str]:

@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from mmcascade.data.items import Item, load_image
 from mmcascade.data.records import TrainingRecord, read_records, write_records
 from mmcascade.rerank.base import check_think_tokens
+from mmcascade.scoring import maxsim_topk
 from mmcascade.training.mining_state import ScoreState
 from mmcascade.utils.fs import write_text_atomically
 
 if TYPE_CHECKING:
-    import torch
-
     from mmcascade.embedder import Embedder
     from mmcascade.rerank.base import Reranker
 
@@ -393,24 +392,17 @@ def _retrieve(
     retriever: Embedder, corpus: _Corpus, top_n: int, batch_size: int, say: Callable[[str], None]
 ) -> dict[str, list[tuple[str, float]]]:
     """Every query's top-``top_n`` corpus keys and MaxSim scores, best first (equal scores: corpus order)."""
-    from mmcascade.scoring import maxsim_topk
-
     keys = list(corpus.items)
     say(f"encoding {len(keys)} corpus items and {len(corpus.queries)} queries")
     # Every query is encoded, even on resume, so a query's batch (and its vectors) is that of an uninterrupted run.
-    documents = _as_multi_vector(retriever.encode_documents(list(corpus.items.values()), batch_size=batch_size))
-    queries = _as_multi_vector(retriever.encode_queries(list(corpus.queries.values()), batch_size=batch_size))
+    documents = retriever.encode_documents(list(corpus.items.values()), batch_size=batch_size)  # (n_d, D, dim)
+    queries = retriever.encode_queries(list(corpus.queries.values()), batch_size=batch_size)  # (n_q, Q, dim)
     scores, indices = maxsim_topk(queries, documents, min(top_n, len(keys)))  # (n_q, k), (n_q, k)
     retrieved = {}
     for query_key, row_scores, row_indices in zip(corpus.queries, scores.tolist(), indices.tolist(), strict=True):
         ranked = sorted(zip(row_scores, row_indices, strict=True), key=lambda pair: (-pair[0], pair[1]))
         retrieved[query_key] = [(keys[index], float(score)) for score, index in ranked]
     return retrieved
-
-
-def _as_multi_vector(vectors: torch.Tensor) -> torch.Tensor:
-    # a single vector is a one-vector MaxSim: the dot product, i.e. cosine for these L2-normalised vectors
-    return vectors[:, None] if vectors.ndim == 2 else vectors  # (n, n_vectors, dim)
 
 
 # --------------------------------------------------------------------------------------------- judging

@@ -12,7 +12,6 @@ shares: a subclass only says what the loss of a micro-batch is.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -23,10 +22,12 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from torch import nn
 
+from mmcascade.backbones import load_backbone
 from mmcascade.backbones.base import Backbone
 from mmcascade.data.items import Item
+from mmcascade.data.traces import TraceProblem, iter_traces
+from mmcascade.reasoner.prompts import load_template, render_prompt
 from mmcascade.training.checkpointing import prune_checkpoints, save_checkpoint
 from mmcascade.training.finetune import merge_lora, set_trainable, trainable_parameters
 from mmcascade.training.loop import DTYPES, TrainerParts
@@ -36,9 +37,8 @@ from mmcascade.training.sft_config import (
     ReasonerOptimConfig,
     ReasonerTrainConfig,
 )
+from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
 
-RECORD_KEYS = ("item", "trace", "task")
-ITEM_KEYS = ("text", "image", "images", "instruction")
 MAX_PROBLEMS_SHOWN = 20
 ConfigT = TypeVar("ConfigT")
 
@@ -53,10 +53,7 @@ class SFTExample:
     line: int
 
 
-@dataclass(frozen=True)
-class SFTProblem:
-    line: int
-    reason: str
+SFTProblem = TraceProblem  # why a line of the traces file was skipped
 
 
 @dataclass(frozen=True)
@@ -75,32 +72,27 @@ def read_sft_examples(
         FileNotFoundError: ``path`` does not exist.
         ValueError: no line holds a usable example.
     """
-    from mmcascade.reasoner.prompts import load_template, render_prompt
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training data not found: {path}")
-    base = Path(os.path.abspath(path.parent))
     templates: dict[str, Any] = {}
     examples: list[SFTExample] = []
     problems: list[SFTProblem] = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                item, trace, kind = _parse_line(text, base, task)
-                if kind not in templates:
-                    templates[kind] = load_template(kind, template_dir=template_dir)
-                prompt = render_prompt(item, templates[kind])
-            except (ValueError, FileNotFoundError) as error:
-                problems.append(SFTProblem(line=number, reason=str(error)))
-                continue
-            examples.append(
-                SFTExample(
-                    item=Item(text=prompt.user, images=prompt.images), system=prompt.system, trace=trace, line=number
-                )
-            )
+    for entry in iter_traces(path, default_task=task):  # the format: mmcascade.data.traces
+        if isinstance(entry, TraceProblem):
+            problems.append(entry)
+            continue
+        try:
+            if not entry.trace.strip():
+                raise ValueError("'trace' must be a non-empty string")
+            if entry.task not in templates:
+                templates[entry.task] = load_template(entry.task, template_dir=template_dir)
+            prompt = render_prompt(entry.item, templates[entry.task])
+        except (ValueError, FileNotFoundError) as error:
+            problems.append(SFTProblem(line=entry.line, reason=str(error)))
+            continue
+        item = Item(text=prompt.user, images=prompt.images)
+        examples.append(SFTExample(item=item, system=prompt.system, trace=entry.trace, line=entry.line))
     listing = problem_listing(path, problems)
     if not examples:
         detail = f":\n{listing}" if problems else " (the file is empty)"
@@ -119,49 +111,6 @@ def problem_listing(path: Path, problems: Sequence[Any]) -> str:
     if len(problems) > MAX_PROBLEMS_SHOWN:
         listing += f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more"
     return listing
-
-
-def _parse_line(text: str, base: Path, default_task: str) -> tuple[Item, str, str]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"malformed JSON: {error.msg} (column {error.colno})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(RECORD_KEYS))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} (valid keys: {', '.join(RECORD_KEYS)})")
-    for key in ("item", "trace"):
-        if key not in data:
-            raise ValueError(f"missing key '{key}'")
-    trace, task = data["trace"], data.get("task", default_task)
-    if not isinstance(trace, str) or not trace.strip():
-        raise ValueError("'trace' must be a non-empty string")
-    if not isinstance(task, str):
-        raise ValueError(f"'task' must be a string, got {type(task).__name__}")
-    raw = data["item"]
-    if not isinstance(raw, dict):
-        raise ValueError(f"'item' must be an object with text/image/images/instruction, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(ITEM_KEYS))
-    if unknown:
-        raise ValueError(f"item: unknown key(s) {unknown} (valid keys: {', '.join(ITEM_KEYS)})")
-    if "image" in raw and "images" in raw:
-        raise ValueError("item: give either 'image' or 'images', not both")
-    sources = raw.get("images", [raw["image"]] if "image" in raw else [])
-    if not isinstance(sources, list) or not all(isinstance(source, str) and source.strip() for source in sources):
-        raise ValueError("item: 'image' must be a path and 'images' a list of paths")
-    images = []
-    for source in sources:
-        image = Path(source).expanduser()
-        image = image if image.is_absolute() else base / image
-        if not image.is_file():
-            raise ValueError(f"item: image file not found: {image}")
-        images.append(str(image))
-    for key in ("text", "instruction"):
-        if key in raw and raw[key] is not None and not isinstance(raw[key], str):
-            raise ValueError(f"item.{key} must be a string")
-    item = Item(text=raw.get("text"), images=tuple(images), instruction=raw.get("instruction"))
-    return item, trace, task
 
 
 class GenerativeTrainer(TrainerParts):
@@ -357,22 +306,11 @@ class ReasonerTrainer(GenerativeTrainer):
         )
 
 
-def language_model(backbone: Backbone) -> nn.Module:
-    """The part of a generative backbone that holds the LM's layers (where LoRA adapters go)."""
-    for name in ("lm", "model"):  # the starter reasoner's SmolLM2; the Qwen-VL *ForConditionalGeneration
-        module = getattr(backbone, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise ValueError(f"the {backbone.family} backbone has no language model to fine-tune")
-
-
 def load_trainable_backbone(
     model: ReasonerModelConfig, finetune: ReasonerFinetuneConfig, *, seed: int, job: str
 ) -> tuple[Backbone, Any | None]:
     """Load a generative backbone (on the GPU when there is one) and set what trains; returns it and the peft
     model in LoRA mode (None otherwise). ``job`` completes the error for a backbone that cannot generate."""
-    from mmcascade.backbones import load_backbone
-
     torch.manual_seed(seed)  # LoRA adapters are initialised reproducibly
     backbone = load_backbone(
         model.name_or_path,
@@ -383,7 +321,7 @@ def load_trainable_backbone(
     backbone.require_generative(job)
     if torch.cuda.is_available():
         backbone.to("cuda")
-    peft_model = set_trainable(backbone, backbone, language_model(backbone), finetune)
+    peft_model = set_trainable(backbone, backbone, finetune)
     return backbone, peft_model
 
 
@@ -405,8 +343,6 @@ def build_reasoner_trainer(config: ReasonerTrainConfig, examples: Sequence[SFTEx
 def resolve_config(config_class: type[ConfigT], config: Any, overrides: dict[str, Any] | None) -> ConfigT:
     """``config`` as a ``config_class``: the instance itself or a YAML file read strictly, then ``overrides``
     (dotted keys such as ``{"training.max_steps": 10}``) applied on top."""
-    from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
-
     if not isinstance(config, config_class):
         config = load_config_file(config_class, config)
     if overrides:

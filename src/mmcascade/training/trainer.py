@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from mmcascade.data.records import TrainingRecord, read_records
 from mmcascade.embedder import Embedder
 from mmcascade.training.checkpointing import prune_checkpoints, save_checkpoint
 from mmcascade.training.config import LossConfig, OptimConfig, TrainConfig
@@ -26,9 +27,7 @@ from mmcascade.training.finetune import apply_finetune_mode, merge_lora, trainab
 from mmcascade.training.grad_cache import ContrastiveBatch, contrastive_step
 from mmcascade.training.loop import DTYPES, TrainerParts
 from mmcascade.training.objective import ContrastiveLoss
-
-if TYPE_CHECKING:
-    from mmcascade.data.records import TrainingRecord
+from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
 
 MAX_DEFAULT_NEGATIVES = 8
 
@@ -301,9 +300,6 @@ def train_from_config(
     (``{"training.max_steps": 10}``) applied on top of the file. Every error in the data or the
     config is raised before the first step.
     """
-    from mmcascade.data.records import read_records
-    from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
-
     if not isinstance(config, TrainConfig):
         config = load_config_file(TrainConfig, config)
     if overrides:
@@ -316,8 +312,6 @@ def train_from_config(
 
 def _fill_negatives(records: list[TrainingRecord], per_query: int, seed: int) -> list[TrainingRecord]:
     """Top up short negative lists with other records' positives (never the record's own positive)."""
-    import dataclasses
-
     rng = np.random.default_rng([seed, 7919])
     filled = []
     for index, record in enumerate(records):
@@ -327,8 +321,6 @@ def _fill_negatives(records: list[TrainingRecord], per_query: int, seed: int) ->
             if other != index and records[other].positive != record.positive:
                 negatives.append(records[other].positive)
         filled.append(
-            dataclasses.replace(record, negatives=tuple(negatives))
-            if len(negatives) != len(record.negatives)
-            else record
+            replace(record, negatives=tuple(negatives)) if len(negatives) != len(record.negatives) else record
         )
     return filled

@@ -1,4 +1,4 @@
-"""Crash-safe writes: a folder appears complete or not at all."""
+"""Crash-safe writes: a file or folder appears complete or not at all."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -38,14 +38,25 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``: it is complete or absent."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """:func:`write_text_atomically` for bytes (an image, a binary file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_lines_atomically(path: Path, lines: Iterable[str]) -> None:
+    """Write ``lines`` (each without its newline) one per line, as :func:`write_text_atomically` does:
+    the file (e.g. a JSONL file) is complete or absent."""
+    write_text_atomically(path, "".join(line + "\n" for line in lines))

@@ -29,6 +29,8 @@ class QwenVLBackbone(Backbone):
     hf_class_name: ClassVar[str]
     generative = True
     completion_aligned_keys = ("mm_token_type_ids",)
+    #: the language model's attention projections; the vision tower names its own ``qkv`` / ``proj``
+    lora_target_modules = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __init__(self, model: Any, processor: QwenVLProcessor):
         super().__init__()
@@ -173,6 +175,9 @@ class QwenVLBackbone(Backbone):
         )  # (B, L + new)
         new_tokens = output[:, model_inputs["input_ids"].shape[1] :]  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def lora_host(self) -> nn.Module:
+        return self.model  # the *ForConditionalGeneration: peft wraps a Hugging Face model as it expects
 
     def _output_layer(self) -> nn.Module:
         return self.model.lm_head

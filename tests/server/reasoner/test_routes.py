@@ -10,7 +10,6 @@ import json
 import sys
 import threading
 import time
-import types
 from collections.abc import Iterator, Sequence
 
 import httpx
@@ -23,7 +22,7 @@ pytest.importorskip("uvicorn")
 from conftest import random_image
 from mmcascade.data.items import load_image
 from mmcascade.reasoner.base import GenerationSettings, Prompt, Reasoner
-from mmcascade.server.reasoner_app import create_reasoner_app, serve_in_thread
+from mmcascade.server.reasoner import create_reasoner_app, serve_in_thread
 
 
 class FakeReasoner(Reasoner):
@@ -315,7 +314,9 @@ def test_serve_cli_wires_the_local_reasoner_into_uvicorn(monkeypatch: pytest.Mon
         loaded.append(name)
         return FakeReasoner()
 
-    monkeypatch.setitem(sys.modules, "mmcascade.reasoner.local", types.SimpleNamespace(load_reasoner=load_reasoner))
+    import mmcascade.cli.serve as serve_command
+
+    monkeypatch.setattr(serve_command, "load_reasoner", load_reasoner)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app, **kwargs))
     result = CliRunner().invoke(app, ["serve", "reasoner", "--model", "my/vlm", "--port", "8123", "--max-batch", "4"])
     assert result.exit_code == 0, result.output
@@ -328,14 +329,11 @@ def test_serve_cli_wires_the_local_reasoner_into_uvicorn(monkeypatch: pytest.Mon
 def test_serve_cli_explains_missing_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
+    import mmcascade.cli.serve as serve_command
     from mmcascade.cli.main import app
 
-    monkeypatch.setitem(sys.modules, "mmcascade.reasoner.local", None)  # import fails
-    result = CliRunner().invoke(app, ["serve", "reasoner", "--model", "my/vlm"])
-    assert result.exit_code == 2
-    assert "local reasoner backend (mmcascade.reasoner.local) is not available" in result.output
-
-    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    monkeypatch.setattr(serve_command, "load_reasoner", lambda name: pytest.fail("checked before loading a model"))
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # the server extra is missing
     result = CliRunner().invoke(app, ["serve", "reasoner", "--model", "my/vlm"])
     assert result.exit_code == 2
     assert "pip install 'mmcascade[server]'" in result.output

@@ -24,7 +24,7 @@ from mmcascade.backbones.testing import build_tiny_checkpoint
 from mmcascade.data.items import Item
 from mmcascade.reasoner.base import GenerationSettings, Prompt, Reasoner
 from mmcascade.reasoner.local import LocalReasoner
-from mmcascade.server.reasoner_app import create_reasoner_app, serve_in_thread
+from mmcascade.server.reasoner import create_reasoner_app, serve_in_thread
 
 MODEL = "tiny-vlm"
 SYSTEM = "Judge the pair."

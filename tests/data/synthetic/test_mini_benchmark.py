@@ -1,4 +1,4 @@
-"""The mini MMEB-V2 benchmark (mmcascade.evaluation.mini_benchmark, scripts/build_mini_mmeb.py)."""
+"""The mini MMEB-V2 benchmark (mmcascade.data.synthetic.mini_benchmark, scripts/build_mini_mmeb.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmcascade.data import scenes
-from mmcascade.data.starter_data import DIGIT_WORDS, TEXTILE_LABELS, is_heldout_configuration
-from mmcascade.evaluation import mini_benchmark
-from mmcascade.evaluation.mini_benchmark import (
+from mmcascade.data.synthetic import mini_benchmark, scenes
+from mmcascade.data.synthetic.mini_benchmark import (
     ANNOTATIONS,
     DATASET_NAMES,
     DATASETS,
@@ -27,12 +25,15 @@ from mmcascade.evaluation.mini_benchmark import (
     pixel_digest,
     training_image_overlap,
 )
+from mmcascade.data.synthetic.mini_benchmark import build as mini_benchmark_build
+from mmcascade.data.synthetic.sources import DIGIT_WORDS, TEXTILE_LABELS
+from mmcascade.data.synthetic.starter_split import build_starter_data, is_heldout_configuration
 
 pytest.importorskip("easy_vqa")
 pytest.importorskip("conformal_clip_data")
 pytest.importorskip("sklearn")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 STARTER_TRAIN = REPO / "data" / "starter" / "train.jsonl"
 SCALE = 0.1
 SPECS = {spec.name: spec for spec in DATASETS}
@@ -314,8 +315,6 @@ def test_no_image_of_the_local_starter_training_data(root: Path) -> None:
 
 @pytest.mark.slow
 def test_no_image_of_a_fresh_starter_training_build(root: Path, tmp_path: Path) -> None:
-    from mmcascade.data.starter_data import build_starter_data
-
     starter = tmp_path / "starter"
     build_starter_data(starter, seed=mini_benchmark.STARTER_SEED, scale=mini_benchmark.STARTER_SCALE)
     assert training_image_overlap(root, starter / "train.jsonl") == 0
@@ -343,10 +342,13 @@ def test_overlap_counts_shared_pixels(root: Path, tmp_path: Path) -> None:
 # ---- entry points ----------------------------------------------------------------------------------------
 
 
-def test_default_dir_follows_mmcascade_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_dir_is_under_the_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MMCASCADE_CACHE", str(tmp_path))
     assert default_mini_benchmark_dir() == tmp_path / "mini-mmeb-v1"
     monkeypatch.delenv("MMCASCADE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_mini_benchmark_dir() == tmp_path / "xdg" / "mmcascade" / "mini-mmeb-v1"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_mini_benchmark_dir() == Path.home() / ".cache" / "mmcascade" / "mini-mmeb-v1"
 
 
@@ -361,7 +363,7 @@ def test_ensure_builds_once_and_rebuilds_a_stale_format(monkeypatch: pytest.Monk
         (out_dir / "mmeb.yaml").write_text("{}\n")
         return manifest
 
-    monkeypatch.setattr(mini_benchmark, "build_mini_benchmark", fake_build)
+    monkeypatch.setattr(mini_benchmark_build, "build_mini_benchmark", fake_build)
     monkeypatch.setenv("MMCASCADE_CACHE", str(tmp_path))
     folder = ensure_mini_benchmark()
     assert folder == tmp_path / "mini-mmeb-v1" and calls == [folder]

@@ -10,12 +10,12 @@ from PIL import Image
 
 from mmcascade.backbones import load_backbone
 from mmcascade.backbones.testing import build_tiny_checkpoint
-from mmcascade.cascade import Budget, Cascade, candidate_item, merge_rankings
+from mmcascade.budget import Budget
 from mmcascade.data.collections import read_collection
 from mmcascade.data.items import Item
-from mmcascade.index import Index
 from mmcascade.rerank import Reranker
 from mmcascade.rerank.local import LocalJudge
+from mmcascade.search import Cascade, Index, candidate_item, merge_rankings
 
 TEXTS = [
     "a small red circle",
@@ -97,21 +97,6 @@ def test_a_reranked_image_document_is_its_file(index: Index) -> None:
         candidate_item({"score": 1}, "x")
     with pytest.raises(FileNotFoundError, match="document 'y': image file not found"):
         candidate_item({"path": "/nowhere/gone.png"}, "y")
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"retrieve_k": 5, "rerank_k": 6}, r"rerank_k \(k=6\) is larger than retrieve_k \(K=5\)"),
-        ({"rerank_k": -1}, r"rerank_k \(k\) must be an int >= 0"),
-        ({"retrieve_k": 0}, r"retrieve_k \(K\) must be a positive int"),
-        ({"think_tokens": -3}, "think_tokens"),
-        ({"query_vectors": 0}, "query_vectors must be a positive int"),
-    ],
-)
-def test_bad_budgets_are_refused(options: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        Budget(**options)
 
 
 def test_budgets_that_do_not_fit_the_index_are_refused(index: Index, reranker: Reranker) -> None:

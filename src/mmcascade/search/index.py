@@ -1,36 +1,31 @@
-"""The :class:`Index`: a model plus a backend store, under a named folder in the data directory.
+"""The :class:`Index`: a named collection searched with one embedder, over a storage backend.
 
-Folder layout::
-
-    <data_dir>/<name>/manifest.json    what built the index (model, fingerprint, budgets, backend)
-    <data_dir>/<name>/store/           the backend's files
-    <data_dir>/<name>/.write.lock      held while a process writes
-
-The manifest is written last when an index is created, so a folder without one is a create that
-was interrupted; creating the index again replaces it.
+``mmcascade.index`` is storage only (backends, the manifest, the folder layout and its lock: see
+:mod:`mmcascade.index.folders`); this facade adds the model: it encodes documents and queries with the
+embedder that built the index (checked by fingerprint) and hands ``(n, V, d)`` vectors to the store.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from mmcascade import __version__
 from mmcascade.data.collections import SkippedRecord, SourceRecord
+from mmcascade.embedder import Embedder
 from mmcascade.index.backends import DEFAULT_BACKEND, get_backend
 from mmcascade.index.base import IndexBackend, Payload, SearchHit, StoreSpec
-from mmcascade.index.manifest import MANIFEST_NAME, IndexManifest, index_folder, model_fingerprint, now
+from mmcascade.index.folders import STORE_DIR, folder_bytes, index_folder, list_indexes
+from mmcascade.index.lock import write_lock
+from mmcascade.index.manifest import MANIFEST_NAME, IndexManifest, now
+from mmcascade.models import model_fingerprint, resolve_model
 
-if TYPE_CHECKING:
-    from mmcascade.embedder import Embedder
-
-STORE_DIR = "store"
-LOCK_NAME = ".write.lock"
 _EXISTENCE_CHECK_CHUNK = 512
 
 
@@ -89,8 +84,8 @@ class Index:
                 f"or delete it first (`mmcascade index delete {name}`)"
             )
         backend_class = get_backend(backend)
-        model_path = _resolve_model(model)
-        embedder = embedder or _load_embedder(model)
+        model_path = resolve_model(model)
+        embedder = embedder or Embedder.from_pretrained(model)
         available = embedder.num_vectors("document")
         if doc_budget is not None and (
             isinstance(doc_budget, bool) or not isinstance(doc_budget, int) or not 1 <= doc_budget <= available
@@ -110,7 +105,7 @@ class Index:
             query_instruction=query_instruction,
             document_instruction=document_instruction,
             created_at=now(),
-            mmcascade_version=_version(),
+            mmcascade_version=__version__,
         )
         if folder.exists():  # a create that was killed before its manifest: start over
             shutil.rmtree(folder)
@@ -139,7 +134,7 @@ class Index:
             )
         manifest = IndexManifest.load(folder)
         if model is not None:
-            fingerprint = model_fingerprint(_resolve_model(model))
+            fingerprint = model_fingerprint(resolve_model(model))
             if fingerprint != manifest.model_fingerprint:
                 raise ValueError(
                     f"index {name!r} was built with model {manifest.model!r} (fingerprint {manifest.model_fingerprint}); "
@@ -167,13 +162,13 @@ class Index:
     def embedder(self) -> Embedder:
         """The model that built the index, loaded on first use and checked against the manifest."""
         if self._embedder is None:
-            fingerprint = model_fingerprint(_resolve_model(self.manifest.model))
+            fingerprint = model_fingerprint(resolve_model(self.manifest.model))
             if fingerprint != self.manifest.model_fingerprint:
                 raise ValueError(
                     f"the model {self.manifest.model!r} changed since index {self.name!r} was built (fingerprint "
                     f"{fingerprint}, index built with {self.manifest.model_fingerprint}); rebuild the index"
                 )
-            self._embedder = _load_embedder(self.manifest.model)
+            self._embedder = Embedder.from_pretrained(self.manifest.model)
         return self._embedder
 
     # ----------------------------------------------------------------- writing
@@ -188,7 +183,7 @@ class Index:
         """Encode ``items`` as documents and upsert them under ``ids``; returns how many were added."""
         if len(ids) != len(items):
             raise ValueError(f"got {len(ids)} ids for {len(items)} items")
-        with self._write_lock():
+        with write_lock(self.folder, self.name):
             vectors = self._encode_documents(list(items), batch_size)
             self.store.add(list(ids), vectors, payloads)
             self.store.flush()
@@ -207,7 +202,7 @@ class Index:
         in the index are skipped without decoding their files.
         """
         report = BuildReport()
-        with self._write_lock():
+        with write_lock(self.folder, self.name):
             for chunk in _chunks(records, _EXISTENCE_CHECK_CHUNK):
                 sources = [record for record in chunk if isinstance(record, SourceRecord)]
                 report.skipped.extend(record for record in chunk if isinstance(record, SkippedRecord))
@@ -224,14 +219,12 @@ class Index:
                     if on_progress:
                         on_progress(len(batch))
             self.store.flush()
-            optimize = getattr(self.store, "optimize", None)
-            if optimize is not None:
-                optimize()
+            self.store.optimize()
         return report
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many were removed."""
-        with self._write_lock():
+        with write_lock(self.folder, self.name):
             removed = self.store.delete(list(ids))
             self.store.flush()
         return removed
@@ -286,15 +279,11 @@ class Index:
             query_budget=query_budget,
             instruction=instruction or self.manifest.query_instruction,
             traces=traces,
-        )
-        if vectors.ndim == 2:
-            vectors = vectors.unsqueeze(1)  # (n, 1, dim): single-vector models
+        )  # (n, query_budget, dim)
         return self.store.search(vectors, top_k)
 
     def info(self) -> dict[str, Any]:
         """The manifest plus the live document count and the bytes on disk."""
-        from dataclasses import asdict
-
         return {
             **asdict(self.manifest),
             "count": self.count(),
@@ -333,78 +322,17 @@ class Index:
             added += 1
         return added
 
-    def _encode_documents(self, items: list[Any], batch_size: int):
-        vectors = self.embedder.encode_documents(
+    def _encode_documents(self, items: list[Any], batch_size: int) -> torch.Tensor:
+        return self.embedder.encode_documents(
             items,
             batch_size=batch_size,
-            doc_budget=self.manifest.doc_budget if self.embedder.is_multi_vector else None,
+            doc_budget=self.manifest.doc_budget,
             instruction=self.manifest.document_instruction,
-        )
-        return vectors.unsqueeze(1) if vectors.ndim == 2 else vectors  # (n, doc_budget, dim)
-
-    @contextlib.contextmanager
-    def _write_lock(self) -> Iterator[None]:
-        with (self.folder / LOCK_NAME).open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise ValueError(
-                    f"index {self.name!r} is being written by another process; wait for it to finish"
-                ) from error
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def list_indexes(data_dir: str | os.PathLike | None = None) -> list[str]:
-    """Names of the indexes under ``data_dir``."""
-    root = index_folder("x", data_dir).parent
-    if not root.is_dir():
-        return []
-    return sorted(folder.name for folder in root.iterdir() if (folder / MANIFEST_NAME).is_file())
-
-
-def delete_index(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Remove index ``name`` and its files; returns the folder that was removed."""
-    folder = index_folder(name, data_dir)
-    if not folder.exists():
-        raise FileNotFoundError(f"no index named {name!r} in {folder.parent}")
-    with (folder / LOCK_NAME).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise ValueError(f"index {name!r} is being written by another process; not deleting it") from error
-        (folder / MANIFEST_NAME).unlink(missing_ok=True)  # first: a half-deleted folder no longer counts as an index
-        shutil.rmtree(folder)
-    return folder
-
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes the folder's files occupy on disk (allocated blocks: Qdrant preallocates sparse files)."""
-    return sum(file.stat().st_blocks * 512 for file in folder.rglob("*") if file.is_file())
+        )  # (n, doc_budget, dim)
 
 
 def _spec(manifest: IndexManifest) -> StoreSpec:
     return StoreSpec(dim=manifest.dim, num_vectors=manifest.doc_budget)
-
-
-def _resolve_model(model: str | os.PathLike) -> Path:
-    from mmcascade.hub import resolve_pretrained
-
-    return resolve_pretrained(model)
-
-
-def _load_embedder(model: str | os.PathLike) -> Embedder:
-    from mmcascade.embedder import Embedder
-
-    return Embedder.from_pretrained(model)
-
-
-def _version() -> str:
-    from mmcascade import __version__
-
-    return __version__
 
 
 def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:

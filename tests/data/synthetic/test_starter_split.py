@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mmcascade.data.records import TrainingRecord, read_records
-from mmcascade.data.starter_data import build_starter_data
+from mmcascade.data.synthetic.starter_split import build_starter_data
 
 TASKS = {"caption_to_image", "image_to_caption", "vqa", "textile_label", "digit_label"}
 SCALE = 0.02

@@ -10,8 +10,10 @@ import torch
 
 from mmcascade.data.collections import SkippedRecord, SourceRecord
 from mmcascade.data.items import Item
-from mmcascade.index import Index, delete_index, list_indexes
-from mmcascade.index.index import LOCK_NAME, STORE_DIR
+from mmcascade.index import delete_index, list_indexes
+from mmcascade.index.folders import STORE_DIR
+from mmcascade.index.lock import LOCK_NAME
+from mmcascade.search import Index
 
 CAPTIONS = ["a large red circle on the left", "a small blue square in the middle", "a large green star on the right"]
 

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from mmcascade.data.scenes import (
+from mmcascade.data.synthetic.scenes import (
     CAPTION_STYLES,
     COLOURS,
     EDIT_KINDS,

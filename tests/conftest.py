@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +41,27 @@ def random_image(seed: int, size: tuple[int, int] = (120, 90)) -> Image.Image:
 @pytest.fixture
 def images() -> list[Image.Image]:
     return [random_image(seed, size) for seed, size in enumerate([(120, 90), (64, 64), (200, 56)])]
+
+
+def write_png_claiming_size(path: Path, size: tuple[int, int]) -> Path:
+    """A tiny PNG whose header (IHDR) says ``size``: PIL sees the size without decoding anything."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), "red").save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = 8  # after the signature: length (4), type (4), then width and height
+    assert data[ihdr + 4 : ihdr + 8] == b"IHDR"
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", *size)
+    body = bytes(data[ihdr + 4 : ihdr + 8 + 13])
+    data[ihdr + 8 + 13 : ihdr + 8 + 17] = struct.pack(">I", zlib.crc32(body))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def huge_png() -> Callable[[Path, tuple[int, int]], Path]:
+    """Writes a PNG whose header claims a size (default 30000x30000) far over any pixel limit."""
+
+    def write(path: Path, size: tuple[int, int] = (30000, 30000)) -> Path:
+        return write_png_claiming_size(path, size)
+
+    return write

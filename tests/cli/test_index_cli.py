@@ -235,3 +235,23 @@ def test_demo_indexes_the_bundled_collection_and_finds_the_expected_images(tmp_p
     assert result.output.count("found first") >= 3  # 4 of 4 with the committed starter model
     again = runner.invoke(app, ["demo", "--data-dir", str(tmp_path)])
     assert "added 0, already indexed 56" in again.output
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_and_listed_and_refused_as_a_query(tmp_path, huge_png):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in (1, 2, 3):
+        shutil.copy(demo_collection() / "scenes" / f"scene-{index:02d}.png", folder / f"scene-{index:02d}.png")
+    huge_png(folder / "huge.png")  # 30000x30000 in its header, a few bytes on disk
+    data_dir = tmp_path / "data"
+    args = ["index", "build", "photos", "--input", str(folder), "--backend", "exact", "--data-dir", str(data_dir)]
+    for _ in range(2):  # a re-run skips it again instead of crashing
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        output = " ".join(result.output.split())
+        assert "skipped 1" in output and "huge.png" in output and "over the limit" in output
+    with Index.open("photos", data_dir=data_dir) as index:
+        assert index.count() == 3
+    search = runner.invoke(app, ["search", "photos", "--image", str(folder / "huge.png"), "--data-dir", str(data_dir)])
+    assert search.exit_code == 2
+    assert "30000x30000" in " ".join(search.output.split()) and "Traceback" not in search.output

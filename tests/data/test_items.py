@@ -163,3 +163,11 @@ def test_item_from_json_lists_every_problem_and_narrows_the_keys(tmp_path: Path)
     )
     with pytest.raises(ValueError, match=r"^text must be a string, got array$"):
         item_from_json({"text": ["a"]}, tmp_path, name="")  # fields at a file's top level
+
+
+def test_an_unreadable_image_in_memory_is_named_by_its_size_not_a_stream_object() -> None:
+    with pytest.raises(
+        ValueError, match=r"image <12 bytes> is not a readable image \(unknown or damaged format\)"
+    ) as caught:
+        load_image(b"not an image")
+    assert "BytesIO" not in str(caught.value)

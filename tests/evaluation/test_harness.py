@@ -170,3 +170,88 @@ def test_bad_budgets_and_unknown_datasets_are_refused(benchmark, tmp_path, embed
         run_eval(benchmark / "mmeb.yaml", "starter", tmp_path, budgets=[Budget(32, 64)], embedder=embedder)
     with pytest.raises(ValueError, match="unknown datasets \\['Nope'\\]"):
         run_eval(benchmark / "mmeb.yaml", "starter", tmp_path, datasets=["Nope"], embedder=embedder)
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def _main_scores(out: Path, budget: int = 0) -> dict[str, float]:
+    return {entry["name"]: entry["main_score"] for entry in _summary(out)["budgets"][budget]["datasets"]}
+
+
+def test_a_rerun_on_some_datasets_merges_with_the_earlier_run(benchmark, tmp_path, embedder):
+    out = tmp_path / "out"
+    budgets = [Budget(1, 1), Budget(4, 8)]
+
+    def evaluate(datasets, log=lambda _: None):
+        return run_eval(
+            benchmark / "mmeb.yaml", "starter", out, budgets=budgets, datasets=datasets, embedder=embedder, log=log
+        )
+
+    evaluate(["ToyCLS", "Absent"])
+    lines: list[str] = []
+    run = evaluate(["ToyDocs"], log=lines.append)
+    assert run.kept_from_earlier == ["ToyCLS"]
+    assert any("kept 1 dataset(s) of the earlier run" in line for line in lines)
+    for index in (0, 1):
+        assert list(_main_scores(out, index)) == ["ToyCLS", "ToyDocs"]
+    assert set(_summary(out)["skipped_datasets"]) == {"Absent"}  # an earlier skip stays listed
+    assert "ToyCLS" in _summary(out)["metadata"]["problems"]  # and so do the earlier reader problems
+    report = (out / "report.md").read_text()
+    assert "| ToyCLS |" in report and "| ToyDocs |" in report and "Absent" in report
+    for budget in ("1x1", "4x8"):
+        metrics = json.loads((out / budget / "starter.json").read_text())["metrics"]
+        assert set(metrics["image"]) == {"ToyCLS"} and set(metrics["visdoc"]) == {"ToyDocs"}
+
+    # a re-evaluated dataset replaces its earlier result; the others keep theirs
+    summary = _summary(out)
+    for entry in summary["budgets"][0]["datasets"]:
+        entry["main_score"] = -1.0
+    (out / "summary.json").write_text(json.dumps(summary))
+    evaluate(["ToyCLS"])
+    scores = _main_scores(out)
+    assert scores["ToyDocs"] == -1.0 and scores["ToyCLS"] >= 0.0
+    assert list(scores) == ["ToyCLS", "ToyDocs"]
+
+    # a dataset skipped now loses its earlier result: it is listed as skipped instead
+    (benchmark / "annotations" / "ToyDocs" / "queries.jsonl").unlink()
+    evaluate(["ToyDocs"])
+    assert list(_main_scores(out)) == ["ToyCLS"] and "ToyDocs" in _summary(out)["skipped_datasets"]
+
+
+def test_a_rerun_with_other_settings_starts_over_and_says_so(benchmark, tmp_path, embedder):
+    out = tmp_path / "out"
+    config = benchmark / "mmeb.yaml"
+    run_eval(config, "starter", out, budgets=[Budget(1, 1)], datasets=["ToyCLS"], embedder=embedder, log=print)
+    lines: list[str] = []
+    run = run_eval(
+        config, "starter", out, budgets=[Budget(2, 4)], datasets=["ToyDocs"], embedder=embedder, log=lines.append
+    )
+    assert run.kept_from_earlier == []
+    assert any("other settings (budgets ['1x1'] -> ['2x4'])" in line and "starting over" in line for line in lines)
+    assert [budget["budget"] for budget in _summary(out)["budgets"]] == ["2x4"]
+    assert list(_main_scores(out)) == ["ToyDocs"]
+    assert not (out / "1x1").exists()  # the earlier run's per-budget results are gone, not mixed in
+    assert (out / "cache" / "ToyCLS").is_dir()  # its encoded vectors stay for a later run
+
+    lines.clear()
+    run_eval(
+        config, "starter", out, budgets=[Budget(2, 4)], datasets=["ToyCLS"], ties="optimistic", embedder=embedder,
+        log=lines.append,
+    )  # fmt: skip
+    assert any("ties 'pessimistic' -> 'optimistic'" in line for line in lines)
+    assert list(_main_scores(out)) == ["ToyCLS"]
+
+
+def test_an_unreadable_earlier_summary_is_replaced(benchmark, tmp_path, embedder):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{not json")
+    lines: list[str] = []
+    run_eval(
+        benchmark / "mmeb.yaml", "starter", out, budgets=[Budget(1, 1)], datasets=["ToyCLS"], embedder=embedder,
+        log=lines.append,
+    )  # fmt: skip
+    assert any("summary.json is unreadable" in line and "starting over" in line for line in lines)
+    assert list(_main_scores(out)) == ["ToyCLS"]

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
+import threading
+import time
 
 import pytest
 import torch
 
 from mmcascade.index.backends import get_backend
-from mmcascade.index.base import StoreSpec
+from mmcascade.index.base import StoreBusyError, StoreSpec
+from mmcascade.index.folders import STORE_DIR, index_folder
+from mmcascade.index.manifest import IndexManifest
 from mmcascade.scoring import maxsim
+from mmcascade.search import Index
 
 DIM, N_VECTORS = 16, 4
 SPEC = StoreSpec(dim=DIM, num_vectors=N_VECTORS)
@@ -115,6 +121,16 @@ def test_add_is_an_upsert_by_id(store):
     assert row[0].score == pytest.approx(row[1].score, abs=SCORE_TOLERANCE)
 
 
+def test_payloads_by_id_follow_adds_upserts_and_deletes(store):
+    documents = clustered_documents(3)
+    store.add(["a", "b", "c"], documents, [{"n": 1}, {"n": 2}, {}])
+    assert store.get_payloads(["a", "zz", "c"]) == [{"n": 1}, None, {}]
+    store.add(["a"], documents[1:2], [{"n": 9}])
+    store.delete(["b"])
+    assert store.get_payloads(["b", "a"]) == [None, {"n": 9}]
+    assert store.get_payloads([]) == []
+
+
 def test_delete_removes_ids_and_ignores_unknown_ones(store):
     documents = clustered_documents(10)
     store.add([f"d{index}" for index in range(10)], documents)
@@ -181,3 +197,93 @@ def test_bad_queries_are_refused(store):
         store.search(torch.zeros(1, 2, DIM + 1), top_k=1)
     with pytest.raises(ValueError, match="top_k"):
         store.search(torch.zeros(1, 2, DIM), top_k=0)
+
+
+def test_a_second_object_in_this_process_reads_or_is_refused_at_once(backend_name, tmp_path):
+    backend_class = get_backend(backend_name)
+    with backend_class.create(tmp_path / "store", SPEC) as store:
+        store.add(["a"], clustered_documents(1))
+        started = time.monotonic()
+        try:
+            second = backend_class.open(tmp_path / "store", SPEC)
+        except ValueError as error:  # never StoreBusyError: waiting for ourselves would never end
+            assert not isinstance(error, StoreBusyError)
+            assert "open elsewhere in this process" in str(error) and "close the other index object" in str(error)
+        else:
+            with second:
+                assert second.count() == 1
+        assert time.monotonic() - started < 1
+    with backend_class.open(tmp_path / "store", SPEC) as store:  # closing released it
+        assert store.count() == 1
+
+
+# Another process writing, as `mmcascade index build` does: the index opened for writing, the write
+# lock held, one document added and flushed; it holds on until ``release`` is set.
+WRITER = """
+from mmcascade.index.lock import write_lock
+from mmcascade.search import Index
+
+with Index.open(name, data_dir=data_dir, write=True) as index, write_lock(index.folder, name):
+    index.store.add(["new"], vectors)
+    index.store.flush()
+    ready.set()
+    release.wait(60)
+"""
+# Children fork from a server that imported torch and the backends once: ~0.1 s a child, not ~5.
+_PROCESSES = multiprocessing.get_context("forkserver")
+_PROCESSES.set_forkserver_preload(["torch", "mmcascade.search", "mmcascade.index.qdrant_edge", "qdrant_client"])
+
+
+def model_free_index(data_dir, backend_name: str, ids: list[str], documents: torch.Tensor) -> None:
+    """Index ``"shared"`` holding ``documents``, with a manifest but no model (the stores are all we search)."""
+    folder = index_folder("shared", data_dir)
+    folder.mkdir(parents=True)
+    with get_backend(backend_name).create(folder / STORE_DIR, SPEC) as store:
+        store.add(ids, documents)
+    IndexManifest(
+        name="shared",
+        model="none",
+        model_fingerprint="none",
+        backend=backend_name,
+        dim=DIM,
+        doc_budget=N_VECTORS,
+        query_vectors=N_VECTORS,
+    ).save(folder)
+
+
+def test_another_process_writing_never_surfaces_an_engine_error(backend_name, tmp_path):
+    documents = clustered_documents(12)
+    ids = [f"d{index}" for index in range(12)]
+    model_free_index(tmp_path, backend_name, ids, documents)
+    ready, release = _PROCESSES.Event(), _PROCESSES.Event()
+    shared = {"name": "shared", "data_dir": str(tmp_path), "vectors": clustered_documents(1, seed=7)}
+    writer = _PROCESSES.Process(target=exec, args=(WRITER, {**shared, "ready": ready, "release": release}))
+    writer.start()
+    try:
+        assert ready.wait(60), "the writing process did not start"
+        # A second writer meets the write lock before the engine: refused at once, with the lock's words.
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="'shared' is being written by another process; wait for it to finish"):
+            Index.open("shared", data_dir=tmp_path, write=True, wait=10)
+        assert time.monotonic() - started < 2
+        # A reader reads a consistent state, or waits and then says who holds the index: never the engine's words.
+        try:
+            reader = Index.open("shared", data_dir=tmp_path, wait=0.3)
+        except ValueError as error:
+            assert backend_name != "exact"
+            assert "'shared' is being written by another process" in str(error)
+            assert "MMCASCADE_LOCK_TIMEOUT" in str(error)
+        else:
+            with reader:
+                assert reader.count() in (12, 13)
+                (row,) = reader.store.search(documents[3:4], top_k=1)
+                assert row[0].id == "d3"
+        # A reader that waits long enough gets in once the writer is done, and sees what it wrote.
+        threading.Timer(0.3, release.set).start()
+        with Index.open("shared", data_dir=tmp_path, wait=30) as reader:
+            assert reader.count() == 13
+            assert reader.store.contains(["new"]) == [True]
+    finally:
+        release.set()
+        writer.join(30)
+    assert writer.exitcode == 0

@@ -54,6 +54,7 @@ def test_merge_rankings_by_hand() -> None:
     assert merge_rankings([4, 2, 7, 1], [0.1, 0.9, 0.5]) == [2, 7, 4, 1]
     assert merge_rankings([4, 2, 7], [0.5, 0.5]) == [4, 2, 7]  # ties keep retrieval order
     assert merge_rankings([3, 1], []) == [3, 1]
+    assert merge_rankings([4, 2, 7, 1], [0.1, None, 0.5]) == [7, 2, 4, 1]  # unscored: keeps its place
     with pytest.raises(ValueError, match="3 rerank scores for 2 candidates"):
         merge_rankings([0, 1], [0.1, 0.2, 0.3])
 
@@ -107,3 +108,28 @@ def test_budgets_that_do_not_fit_the_index_are_refused(index: Index, reranker: R
         Cascade(index, reranker).search("x", Budget(retrieve_k=3, document_vectors=stored + 1))
     with pytest.raises(ValueError, match="needs a reranker"):
         Cascade(index).search("x", Budget(retrieve_k=3, rerank_k=1))
+
+
+def test_a_candidate_whose_file_moved_keeps_its_place_with_a_warning(tmp_path: Path, reranker: Reranker) -> None:
+    from mmcascade import Embedder
+
+    colours = ["red", "blue", "green", "yellow"]
+    for colour in colours:
+        Image.new("RGB", (48, 48), colour).save(tmp_path / f"{colour}.png")
+    lines = [{"id": colour, "image": f"{colour}.png", "text": f"a {colour} picture"} for colour in colours]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    embedder = Embedder.from_pretrained("starter")
+    with Index.create("moved", "starter", backend="exact", data_dir=tmp_path, embedder=embedder) as index:
+        index.build(read_collection(tmp_path / "docs.jsonl"))
+        retrieved = index.search("a red picture", top_k=4)
+        moved = retrieved[1]
+        Path(moved.payload["image"]).unlink()  # moved away after indexing
+        hits = Cascade(index, reranker).search("a red picture", Budget(retrieve_k=4, rerank_k=4))
+    assert len(hits) == 4
+    (warned,) = [hit for hit in hits if hit.warning]
+    assert warned.id == moved.id and hits.index(warned) + 1 == warned.retrieval_rank == 2
+    assert warned.rerank_score is None and "image file not found" in warned.warning
+    others = [hit for hit in hits if hit is not warned]
+    assert all(hit.reranked for hit in others)
+    scores = [hit.rerank_score for hit in others]
+    assert scores == sorted(scores, reverse=True)

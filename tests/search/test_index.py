@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
+import os
+from dataclasses import replace
 
 import pytest
 import torch
+from PIL import Image
 
-from mmcascade.data.collections import SkippedRecord, SourceRecord
+from mmcascade.data.collections import SkippedRecord, SourceRecord, read_collection
 from mmcascade.data.items import Item
 from mmcascade.index import delete_index, list_indexes
 from mmcascade.index.folders import STORE_DIR
 from mmcascade.index.lock import LOCK_NAME
 from mmcascade.search import Index
+from mmcascade.search import index as index_module
 
 CAPTIONS = ["a large red circle on the left", "a small blue square in the middle", "a large green star on the right"]
 
@@ -121,3 +126,103 @@ def test_a_changed_model_is_refused_when_the_index_loads_it(embedder, tmp_path, 
         pytest.raises(ValueError, match="changed since index 'm' was built"),
     ):
         index.search("x")
+
+
+BACKENDS = [
+    pytest.param("exact", id="exact"),
+    pytest.param(
+        "qdrant-edge",
+        id="qdrant-edge",
+        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_edge") is None, reason="qdrant-edge-py missing"),
+    ),
+    pytest.param(
+        "qdrant",
+        id="qdrant-local",
+        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="qdrant-client missing"),
+    ),
+]
+
+
+def counted(records: list, loads: list[str]) -> list[SourceRecord]:
+    """``records`` whose loads are logged in ``loads``."""
+
+    def logging(record: SourceRecord) -> SourceRecord:
+        def load() -> Item:
+            loads.append(record.id)
+            return record.load()
+
+        return replace(record, load=load)
+
+    return [logging(record) for record in records]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_changed_file_is_reported_and_re_encoded_only_when_asked(embedder, tmp_path, backend):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue"), ("c.png", "green")):
+        Image.new("RGB", (32, 32), colour).save(pics / name)
+    red = Image.new("RGB", (32, 32), "red")
+    loads: list[str] = []
+    with Index.create("f", "starter", backend=backend, data_dir=tmp_path / "data", embedder=embedder) as index:
+        first = index.build(read_collection(pics))
+        assert (first.added, first.already_indexed, first.changed) == (3, 0, [])
+        Image.new("RGB", (32, 32), "red").save(pics / "b.png")  # another image under an indexed name
+        os.utime(pics / "c.png", ns=(1, 1))  # touched only: same bytes
+
+        second = index.build(counted(list(read_collection(pics)), loads))
+        assert (second.added, second.already_indexed, second.changed, second.replaced) == (0, 2, ["b.png"], 0)
+        assert loads == []  # reported, not re-encoded: b.png still holds the blue vectors
+        scores = {hit.id: hit.score for hit in index.search(red, top_k=3)}
+        assert scores["a.png"] - scores["b.png"] > 0.01
+
+        third = index.build(counted(list(read_collection(pics)), loads), replace_changed=True)
+        assert (third.added, third.already_indexed, third.changed, third.replaced) == (0, 2, ["b.png"], 1)
+        assert loads == ["b.png"]
+        hits = index.search(red, top_k=3)
+        assert {hit.id for hit in hits[:2]} == {"a.png", "b.png"}  # the new content is what is found
+        assert hits[0].score == pytest.approx(hits[1].score, abs=5e-3)
+        assert all(set(hit.payload) == {"path"} for hit in hits)  # the fingerprint stays out of the hits
+        assert index.build(read_collection(pics)).already_indexed == 3
+
+
+def test_documents_indexed_without_a_fingerprint_count_as_unchanged(embedder, tmp_path):
+    lines = [{"id": "a", "text": CAPTIONS[0]}, {"text": CAPTIONS[1]}]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with Index.create("old", "starter", backend="exact", data_dir=tmp_path, embedder=embedder) as index:
+        index.add(["something else"], ids=["a"], payloads=[{"text": "indexed before fingerprints"}])
+        report = index.build(read_collection(tmp_path / "items.jsonl"))
+        assert (report.added, report.already_indexed, report.changed, report.positional_ids) == (1, 1, [], 1)
+
+
+def test_an_id_repeated_after_its_chunk_was_stored_is_a_repeat_not_a_change(embedder, tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "_EXISTENCE_CHECK_CHUNK", 1)
+    lines = [{"id": "a", "text": CAPTIONS[0]}, {"id": "a", "text": CAPTIONS[1]}]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with Index.create("twice", "starter", backend="exact", data_dir=tmp_path, embedder=embedder) as index:
+        report = index.build(read_collection(tmp_path / "items.jsonl"))
+    assert (report.added, report.changed) == (1, [])
+    assert [skip.source for skip in report.skipped] == ["items.jsonl:2"]
+
+
+def test_a_create_racing_another_process_is_refused_and_clears_nothing(embedder, tmp_path):
+    folder = tmp_path / "racing"
+    (folder / STORE_DIR).mkdir(parents=True)
+    (folder / STORE_DIR / "theirs").write_text("another process is creating this index")
+    with (folder / LOCK_NAME).open("a+") as other_process:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="'racing' is being written by another process"):
+            Index.create("racing", "starter", backend="exact", data_dir=tmp_path, embedder=embedder)
+    assert (folder / STORE_DIR / "theirs").is_file()
+    with Index.create("racing", "starter", backend="exact", data_dir=tmp_path, embedder=embedder) as index:
+        assert index.count() == 0  # once free, the unfinished create is cleared and redone
+
+
+def test_an_index_opened_for_writing_meets_the_write_lock_before_its_store(embedder, tmp_path):
+    Index.create("w", "starter", data_dir=tmp_path, embedder=embedder).close()  # qdrant-edge: one opener at a time
+    with (tmp_path / "w" / LOCK_NAME).open("a+") as other_process:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="'w' is being written by another process; wait for it to finish"):
+            Index.open("w", data_dir=tmp_path, write=True, wait=10)
+    with Index.open("w", data_dir=tmp_path, write=True), pytest.raises(ValueError, match="in this process"):
+        Index.open("w", data_dir=tmp_path, wait=10)  # ourselves: refused at once, never waited for

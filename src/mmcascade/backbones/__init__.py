@@ -10,6 +10,7 @@ import torch
 from mmcascade.backbones.base import Backbone, BackboneOutput, require_checkpoint_folder
 from mmcascade.backbones.registry import backbone_class_for, read_model_type, supported_model_types
 from mmcascade.models import Role, resolve_model
+from mmcascade.utils.progress import library_progress
 
 __all__ = ["Backbone", "BackboneOutput", "load_backbone", "supported_model_types"]
 
@@ -33,10 +34,11 @@ def load_backbone(
     path = resolve_model(name_or_path, role)
     require_checkpoint_folder(path)
     backbone_class = backbone_class_for(read_model_type(path))
-    return backbone_class.from_pretrained(
-        path,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
-        **processor_options,
-    )
+    with library_progress():  # no weight-loading bars in logs and pipes
+        return backbone_class.from_pretrained(
+            path,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+            **processor_options,
+        )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,9 +106,25 @@ def run_demo(data_dir: str | os.PathLike | None = None, backend: str = "qdrant-e
             console.print(f"expected {escape(query.expected)}: {verdict}\n")
     console.print(
         f"demo finished in {time.perf_counter() - started:.0f} s; the index is kept in {folder}. Try:\n"
-        f"  mmcascade search {INDEX_NAME} --text 'a small red star on the left'"
+        f"  {installed_command()} search {INDEX_NAME} --text 'a small red star on the left'"
         + (f" --data-dir {data_dir}" if data_dir else "")
     )
+
+
+def installed_command() -> str:
+    """How to call ``mmcascade`` from a new shell: the bare name when it is on PATH, else the script's path
+    (e.g. ``.venv/bin/mmcascade`` after ``make demo``, whose venv a new shell has not activated)."""
+    running = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("mmcascade")
+    if running is None or running.name != "mmcascade":
+        return "mmcascade" if on_path else f"{sys.executable} -m mmcascade"
+    if on_path and Path(on_path).resolve() == running:
+        return "mmcascade"
+    try:
+        relative = os.path.relpath(running)
+    except ValueError:  # another drive (Windows)
+        return str(running)
+    return relative if not relative.startswith("..") else str(running)
 
 
 def demo_queries(collection: Path) -> list[DemoQuery]:

@@ -40,6 +40,8 @@ def run_embed(
 ) -> None:
     if side not in ("query", "document"):
         raise ValueError(f"--side must be 'query' or 'document'; got {side!r}")
+    if output is not None:
+        check_output_file(output)  # before loading the model
     item = Item(text=text, images=(image,) if image else (), instruction=instruction)
     embedder = Embedder.from_pretrained(model)
     if side == "query":
@@ -53,3 +55,11 @@ def run_embed(
     else:
         typer.echo(f"shape: {tuple(vectors.shape)}")
         typer.echo(str(vectors))
+
+
+def check_output_file(output: Path) -> None:
+    """``--output`` must name a file in an existing folder (safetensors' own error names a temporary file)."""
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; name a file, e.g. {output / 'vectors.safetensors'}")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"--output {output}: the folder {output.parent} does not exist; create it first")

@@ -86,12 +86,15 @@ def run_eval_command(
     if ties not in ("pessimistic", "optimistic", "random"):
         raise ValueError(f"--ties must be pessimistic, optimistic or random; got {ties!r}")
     costs = options.reasoning_budget(think, think_tokens, rerank_k=rerank, retrieve_k=max(1, rerank))
-    vector_budgets = Budget.parse_many(budgets) if budgets else None
+    vector_budgets = None if budgets is None else Budget.parse_many(_listed("--budgets", budgets, "1x1,4x8"))
+    dataset_names = None if datasets is None else _listed("--datasets", datasets, "MiniDocs").split(",")
+    out = out or Path("eval-results") / (Path(model).name or model)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a folder for the results")
     if config is None:
         folder = ensure_mini_benchmark()
         config = folder / "mmeb.yaml"
         console.print(f"no config given: the bundled mini benchmark in {escape(str(folder))}")
-    out = out or Path("eval-results") / (Path(model).name or model)
     thinking: dict[str, Any] = {}
     if think:
         thinking = {
@@ -113,7 +116,7 @@ def run_eval_command(
         model,
         out,
         budgets=vector_budgets,
-        datasets=[name.strip() for name in datasets.split(",")] if datasets else None,
+        datasets=dataset_names,
         data_root=data_root,
         ties=ties,  # type: ignore[arg-type]
         batch_size=batch_size,
@@ -126,3 +129,14 @@ def run_eval_command(
         f"encoding {run.encoding_seconds:.1f} s ({len(run.encoded_from_cache)} dataset(s) from the cache), "
         f"scoring {run.scoring_seconds:.1f} s; results in {escape(str(run.out_dir))}"
     )
+
+
+def _listed(option: str, text: str, example: str) -> str:
+    """A comma-separated option's value, stripped; an empty value or item is an error (not "the default")."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ValueError(
+            f"{option} {text!r} has an empty entry; pass a comma-separated list such as {example}, "
+            "or leave the option out for the default"
+        )
+    return ",".join(items)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from rich.console import Console
@@ -16,14 +16,16 @@ from rich.table import Table
 
 from mmcascade.cli import options
 from mmcascade.cli.errors import exit_on_user_error
-from mmcascade.data.collections import count_collection, read_collection
+from mmcascade.data.collections import CaptionMode, count_collection, read_collection
 from mmcascade.index import delete_index, index_folder, list_indexes
+from mmcascade.index.backends import DEFAULT_BACKEND, get_backend
 from mmcascade.index.manifest import MANIFEST_NAME
 from mmcascade.search import BuildReport, Index
 
 app = typer.Typer(help="Build and manage indexes.", no_args_is_help=True)
 
 MAX_LISTED_SKIPS = 50
+CAPTION_MODES: tuple[str, ...] = get_args(CaptionMode)
 
 
 @app.command("build")
@@ -46,6 +48,9 @@ def build(
     backend_option: list[str] = typer.Option(
         [], "--backend-option", help="key=value, e.g. url=http://localhost:6333 or prefetch=400 (repeatable)."
     ),
+    replace_changed: bool = typer.Option(
+        False, "--replace-changed", help="Re-encode documents whose file or line changed since they were indexed."
+    ),
     data_dir: options.DataDir = None,
 ) -> None:
     """Build index NAME from a collection; re-running it resumes (adds what is missing, duplicates nothing)."""
@@ -63,6 +68,7 @@ def build(
             backend_options=parse_backend_options(backend_option),
             data_dir=data_dir,
             create=True,
+            replace_changed=replace_changed,
         )
 
 
@@ -75,9 +81,12 @@ def add(
     batch_size: int = typer.Option(16, min=1, help="Documents encoded per batch."),
     captions: str = typer.Option("embed", help="Folder captions: 'embed' or 'payload'."),
     instruction: str = typer.Option(None, help="Document instruction for items without one."),
+    replace_changed: bool = typer.Option(
+        False, "--replace-changed", help="Re-encode documents whose file or line changed since they were indexed."
+    ),
     data_dir: options.DataDir = None,
 ) -> None:
-    """Add a collection to an existing index (ids already present are skipped)."""
+    """Add a collection to an existing index (ids already present are skipped; changed ones are reported)."""
     with exit_on_user_error():
         build_index(
             name,
@@ -87,6 +96,7 @@ def add(
             instruction=instruction,
             data_dir=data_dir,
             create=False,
+            replace_changed=replace_changed,
         )
 
 
@@ -127,6 +137,8 @@ def info(
 def list_command(data_dir: options.DataDir = None) -> None:
     """List the indexes in the data directory."""
     with exit_on_user_error():
+        if data_dir is not None and data_dir.exists() and not data_dir.is_dir():
+            raise ValueError(f"--data-dir {data_dir} is a file, not a folder of indexes")
         for name in list_indexes(data_dir):
             typer.echo(name)
 
@@ -151,7 +163,7 @@ def parse_backend_options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, separator, raw = pair.partition("=")
         if not separator or not key.strip():
-            raise typer.BadParameter(f"{pair!r} must look like key=value", param_hint="--backend-option")
+            raise ValueError(f"--backend-option {pair!r} must look like key=value, e.g. prefetch=400")
         try:
             options[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -174,9 +186,13 @@ def build_index(
     data_dir: str | os.PathLike | None = None,
     create: bool = True,
     console: Console | None = None,
+    replace_changed: bool = False,
 ) -> BuildReport:
-    """Create index ``name`` if needed (``create=True``), then add every record of ``input_path`` not yet in it."""
+    """Create index ``name`` if needed (``create=True``), then add every record of ``input_path`` not yet in it
+    (and re-encode the changed ones with ``replace_changed``)."""
     console = console or Console(stderr=True)
+    if captions not in CAPTION_MODES:  # checked here: a folder's reader sees it only once it reads a caption
+        raise ValueError(f"--captions must be {' or '.join(map(repr, CAPTION_MODES))}; got {captions!r}")
     records = read_collection(input_path, captions=captions)  # fails early on a missing input
     total = count_collection(input_path)
     index = _open_or_create(
@@ -200,7 +216,12 @@ def build_index(
                 console=console,
             ) as progress:
                 task = progress.add_task("documents", total=total)
-                report = index.build(records, batch_size=batch_size, on_progress=lambda n: progress.advance(task, n))
+                report = index.build(
+                    records,
+                    batch_size=batch_size,
+                    on_progress=lambda n: progress.advance(task, n),
+                    replace_changed=replace_changed,
+                )
         else:  # logs and pipes: one line per durable step, so a watcher knows what is already stored
             done = 0
 
@@ -209,17 +230,30 @@ def build_index(
                 done += n
                 console.print(f"documents {done}/{total}", highlight=False)
 
-            report = index.build(records, batch_size=batch_size, on_progress=log_line)
+            report = index.build(records, batch_size=batch_size, on_progress=log_line, replace_changed=replace_changed)
         count = index.count()
     print_report(report, count, console)
     return report
 
 
 def print_report(report: BuildReport, count: int, console: Console) -> None:
+    replaced = f", replaced {report.replaced} changed" if report.replaced else ""
     console.print(
-        f"added {report.added}, already indexed {report.already_indexed}, skipped {len(report.skipped)}; "
+        f"added {report.added}{replaced}, already indexed {report.already_indexed}, skipped {len(report.skipped)}; "
         f"the index holds {count} documents"
     )
+    if report.changed and not report.replaced:
+        console.print(
+            f"[yellow]{len(report.changed)} documents changed since they were indexed: "
+            f"{escape(_listed(report.changed))} "
+            "(re-run with --replace-changed to re-encode them)[/]"
+        )
+    if report.positional_ids:
+        console.print(
+            f'[yellow]{report.positional_ids} JSONL lines have no "id": their ids are their line numbers '
+            "(line-N), which shift when lines above them are added or removed (a later build would index "
+            'them again); give every line an "id"[/]'
+        )
     if report.skipped:
         table = Table(title=f"skipped records ({len(report.skipped)})")
         table.add_column("record")
@@ -229,6 +263,11 @@ def print_report(report: BuildReport, count: int, console: Console) -> None:
         if len(report.skipped) > MAX_LISTED_SKIPS:
             table.add_row("...", f"{len(report.skipped) - MAX_LISTED_SKIPS} more")
         console.print(table)
+
+
+def _listed(ids: list[str]) -> str:
+    shown = ", ".join(ids[:MAX_LISTED_SKIPS])
+    return shown + (f" and {len(ids) - MAX_LISTED_SKIPS} more" if len(ids) > MAX_LISTED_SKIPS else "")
 
 
 def _open_or_create(
@@ -247,18 +286,19 @@ def _open_or_create(
     if not exists:
         if not create:
             return Index.open(name, data_dir=data_dir)  # raises the "no such index" error
+        get_backend(backend or DEFAULT_BACKEND).validate_options(**(backend_options or {}))  # before any folder
         console.print(f"loading model [bold]{escape(model or 'starter')}[/]")
         return Index.create(
             name,
             model or "starter",
-            backend=backend or "qdrant-edge",
+            backend=backend or DEFAULT_BACKEND,
             doc_budget=doc_budget,
             backend_options=backend_options,
             query_instruction=query_instruction,
             document_instruction=instruction,
             data_dir=data_dir,
         )
-    index = Index.open(name, model=model, data_dir=data_dir)
+    index = Index.open(name, model=model, data_dir=data_dir, write=True)
     manifest = index.manifest
     conflicts = [
         f"--{flag} {given!r} (the index has {stored!r})"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import click
 import typer
 
 from mmcascade import __version__
+from mmcascade.cli.errors import exit_on_user_error
 from mmcascade.cli.lazy import LazyCommands
 
 
@@ -39,6 +41,12 @@ class MmcascadeCommands(LazyCommands):
         "serve": ("mmcascade.cli.serve:app", "Serve models over HTTP."),
     }
     groups: ClassVar[frozenset[str]] = frozenset({"index", "reasoner", "train", "serve"})
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Every command (and the import of its module) runs inside :func:`exit_on_user_error`: an expected
+        failure is one line and exit code 2 even where a command forgot its own ``with``."""
+        with exit_on_user_error():
+            return super().invoke(ctx)
 
 
 app = typer.Typer(

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mmcascade.budget import MAX_TOKEN_BUDGET
 from mmcascade.cli.errors import exit_on_user_error
 from mmcascade.embedder import Embedder
 from mmcascade.rerank import make_reranker
@@ -37,7 +38,9 @@ def mine_command(
     margin: float = typer.Option(
         None, min=0.0, help="Also drop candidates scoring >= the positive's P(yes) minus this (off by default)."
     ),
-    think_tokens: int = typer.Option(0, "--think-tokens", min=0, help="The reranker's reasoning budget (0: none)."),
+    think_tokens: int = typer.Option(
+        0, "--think-tokens", min=0, max=MAX_TOKEN_BUDGET, help="The reranker's reasoning budget (0: none)."
+    ),
     keep_original_negatives: bool = typer.Option(
         False, "--keep-original-negatives", help="Also keep each record's own negatives, minus false negatives."
     ),

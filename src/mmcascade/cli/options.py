@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mmcascade.budget import Budget
+from mmcascade.budget import MAX_TOKEN_BUDGET, Budget
 from mmcascade.models import companion_reasoner
 
 DataDir = Annotated[
@@ -30,6 +30,7 @@ ThinkTokens = Annotated[
     int | None,
     typer.Option(
         min=0,
+        max=MAX_TOKEN_BUDGET,
         help="Reasoning token budget: of the query reasoner with --think (default 256) and of the reranker per "
         "candidate with --rerank (default 0: judge without reasoning).",
     ),
@@ -47,7 +48,9 @@ RerankerUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible server 
 def reasoning_budget(think: bool, think_tokens: int | None, **knobs: int | None) -> Budget:
     """The Budget of the shared options: ``--think-tokens`` is the trace budget of the query reasoner with
     ``--think`` (default :data:`~mmcascade.budget.DEFAULT_TRACE_TOKENS`) and the reranker's budget per pair
-    (default 0)."""
+    (default 0). Checked here, so an error names the option the user typed rather than a Budget field."""
+    if think and think_tokens == 0:
+        raise ValueError("--think-tokens 0 leaves the query reasoner of --think nothing to reason with; pass 1 or more")
     tokens: dict[str, int] = {}
     if think_tokens is not None:
         tokens["think_tokens"] = think_tokens

@@ -18,6 +18,7 @@ from rich.table import Table
 from transformers.utils import logging as transformers_logging
 
 from mmcascade.backbones.testing import build_tiny_checkpoint
+from mmcascade.cli.errors import exit_on_user_error
 from mmcascade.embedder import Embedder
 from mmcascade.models import resolve_model
 
@@ -34,7 +35,8 @@ def quickstart(
     tiny: bool = typer.Option(False, help="Use a tiny random Qwen2-VL even when the starter model is available."),
 ) -> None:
     """Embed a few captions and images and score them with MaxSim at several budgets."""
-    run_quickstart(model, workdir, tiny)
+    with exit_on_user_error():
+        run_quickstart(model, workdir, tiny)
 
 
 def demo_images() -> dict:

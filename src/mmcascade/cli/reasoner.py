@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mmcascade.budget import DEFAULT_TRACE_TOKENS
+from mmcascade.budget import DEFAULT_TRACE_TOKENS, MAX_TOKEN_BUDGET
 from mmcascade.cli.errors import exit_on_user_error
 from mmcascade.data.synthetic.teacher import teacher_traces_from_records
 from mmcascade.reasoner import GenerationSettings, TraceCache, default_trace_cache_path, factory
@@ -34,7 +34,7 @@ def traces(
         help="Write traces from the starter data's ground-truth annotations (a stand-in for a large VLM teacher).",
     ),
     task: str = typer.Option("retrieval", help="Prompt kind: retrieval, classification, vqa, grounding, document."),
-    think_tokens: int = typer.Option(DEFAULT_TRACE_TOKENS, min=1, help="Reasoning token budget."),
+    think_tokens: int = typer.Option(DEFAULT_TRACE_TOKENS, min=1, max=MAX_TOKEN_BUDGET, help="Reasoning token budget."),
     batch_size: int = typer.Option(32, min=1, help="Items per generation batch (and per write to --out)."),
     cache: bool = typer.Option(True, help="Use the trace cache ($MMCASCADE_CACHE/traces.sqlite)."),
 ) -> None:

@@ -33,12 +33,12 @@ def search(
     image: Path = typer.Option(None, help="Query image file."),
     instruction: str = typer.Option(None, help="Query instruction (default: the one stored in the index)."),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Results to return."),
-    query_budget: int = typer.Option(None, help="Query vectors to score with (default: all)."),
+    query_budget: int = typer.Option(None, min=1, help="Query vectors to score with (default: all)."),
     as_json: bool = typer.Option(
         False,
         "--json",
         help='Print a JSON list of {"id", "score", "rank", "payload"}; with --rerank also "retrieval_rank", '
-        '"rerank_score" (P(yes)) and "reasoning".',
+        '"rerank_score" (P(yes)) and "reasoning", and "warning" on a hit that could not be reranked.',
     ),
     model: str = typer.Option(None, help="Refuse to search unless the index was built with this model."),
     data_dir: options.DataDir = None,
@@ -122,7 +122,9 @@ def run_search(
                 budget.trace_tokens,
                 task,
             )
-        hits = Cascade(index, judge).search(query, budget, instruction=instruction, trace=trace)[:top_k]
+        ranked = Cascade(index, judge).search(query, budget, instruction=instruction, trace=trace)
+    print_warnings(ranked)
+    hits = ranked[:top_k]
     if as_json:
         print(json.dumps(hits_as_json(hits), indent=2))
     else:
@@ -139,7 +141,20 @@ def search_budget(
     think: bool,
     think_tokens: int | None,
 ) -> Budget:
-    """The CLI's budget: K defaults to max(top-k, rerank), capped at the index size (an explicit K is not capped)."""
+    """The CLI's budget: K defaults to max(top-k, rerank), capped at the index size (an explicit K is not capped).
+
+    Errors name the options the user typed."""
+    available = index.manifest.query_vectors
+    if query_budget is not None and not 1 <= query_budget <= available:
+        raise ValueError(
+            f"--query-budget {query_budget} is out of range: index {index.name!r} was built with a model that "
+            f"makes {available} query vector(s); pass 1..{available}, or leave it out to use all"
+        )
+    if retrieve_k is not None and rerank > retrieve_k:
+        raise ValueError(
+            f"--rerank {rerank} is larger than --retrieve-k {retrieve_k}: the reranker can only rerank what "
+            "retrieval returns; raise --retrieve-k or lower --rerank"
+        )
     count = index.count()
     if rerank > count:
         raise ValueError(f"--rerank {rerank} is larger than index {index.name!r}, which holds {count} document(s)")
@@ -186,9 +201,18 @@ def make_query(text: str | None, image: Path | None) -> dict:
     return query
 
 
+def print_warnings(hits: Sequence[CascadeHit]) -> None:
+    """One stderr line per hit the cascade could not rerank (e.g. its image file moved since indexing)."""
+    console = Console(stderr=True)
+    for hit in hits:
+        if hit.warning:
+            console.print(f"[yellow]warning: {escape(hit.warning)}[/]", highlight=False)
+
+
 def hits_as_json(hits: Sequence[CascadeHit | SearchHit]) -> list[dict]:
     """``{"id", "score", "rank", "payload"}`` per hit; reranked searches add ``retrieval_rank``,
-    ``rerank_score`` (P(yes), null for hits past the rerank depth) and ``reasoning``."""
+    ``rerank_score`` (P(yes), null for hits past the rerank depth or not reranked) and ``reasoning``, and a
+    hit that could not be reranked has a ``warning``."""
     rows = []
     for rank, hit in enumerate(hits, 1):
         if isinstance(hit, CascadeHit):
@@ -199,6 +223,8 @@ def hits_as_json(hits: Sequence[CascadeHit | SearchHit]) -> list[dict]:
                     "rerank_score": hit.rerank_score,
                     "reasoning": hit.reasoning,
                 }
+            if hit.warning:
+                row["warning"] = hit.warning
         else:
             row = {"id": hit.id, "score": hit.score, "rank": rank, "payload": hit.payload}
         rows.append(row)

@@ -249,7 +249,11 @@ def load_image(source: ImageSource) -> Image.Image:
             f"image {name} is {described}, over the limit of {limit:,} pixels; shrink it, or raise the limit with "
             f"the environment variable {MAX_IMAGE_PIXELS_ENV}"
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError as error:  # PIL's text names the stream object, not the input
+        raise ValueError(
+            f"image {name} is not a readable image (unknown or damaged format); check the file or remove it"
+        ) from error
+    except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"image {name} is not a readable image ({error}); check the file or remove it") from error
 
 

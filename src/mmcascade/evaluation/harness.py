@@ -10,6 +10,11 @@ Output folder::
 
 Resuming after a kill is per dataset: a dataset's vectors are reused when model, data and encoder
 settings match (its fingerprint); scoring is cheap and always redone.
+
+Re-running into the same folder merges: when the earlier run (its ``summary.json``) used the same model
+fingerprint, budgets and settings (ties, seed, reranking, thinking), the datasets evaluated now replace
+theirs and the others stay in the reports. An earlier run with other settings is not mixed in: the new
+run starts over (it says so), removing the earlier per-budget results (the encode cache stays).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,10 @@ from mmcascade.evaluation.mmeb.readers import read_dataset
 from mmcascade.evaluation.report import (
     BudgetSummary,
     DatasetSummary,
+    EarlierRun,
+    read_summary,
+    read_vlm2vec_metrics,
+    remove_budget_folders,
     write_json,
     write_jsonl,
     write_summary,
@@ -48,12 +57,16 @@ Log = Callable[[str], None]
 
 @dataclass
 class EvalRun:
-    """What :func:`run_eval` did: per-budget summaries, skipped datasets, reader problems, timings."""
+    """What :func:`run_eval` did: per-budget summaries, skipped datasets, reader problems, timings.
+
+    ``budgets``, ``skipped`` and ``problems`` are what the reports show: with an earlier compatible run in
+    the folder they include its datasets that this run did not evaluate (named in ``kept_from_earlier``)."""
 
     out_dir: Path
     budgets: list[BudgetSummary]
     skipped: dict[str, str] = field(default_factory=dict)
     problems: dict[str, list[str]] = field(default_factory=dict)
+    kept_from_earlier: list[str] = field(default_factory=list)
     encoded_from_cache: list[str] = field(default_factory=list)
     encoding_seconds: float = 0.0
     scoring_seconds: float = 0.0
@@ -92,6 +105,8 @@ def run_eval(
             and queries are embedded with it. The encode cache sees the traces, so it never mixes runs.
         rerank: the cascade's second stage (reranker, depth k, reasoning budget) reorders each query's first
             k candidates, as a search with ``--rerank k`` does; recorded in the reports' metadata.
+
+    An earlier run's results in ``out_dir`` are merged or replaced: see the module docstring.
     """
     configs, root = _configs(config, data_root)
     if datasets:
@@ -107,6 +122,8 @@ def run_eval(
     budget_list = _budgets(embedder, budgets)
     model_name = Path(os.fspath(model)).name or os.fspath(model)
     labels = [budget.label if embedder.is_multi_vector else "single" for budget in budget_list]
+    metadata = _metadata(model, fingerprint, labels, ties, seed, rerank, reasoner, think_settings)
+    earlier = _earlier_run(out_dir, metadata, log)
     run = EvalRun(out_dir=out_dir, budgets=[BudgetSummary(label) for label in labels])
     results: dict[str, dict[str, DatasetResult]] = {label.budget: {} for label in run.budgets}
     loaded: list[EvalDataset] = []
@@ -169,18 +186,9 @@ def run_eval(
                 + ", ".join(f"{s.budget} {s.datasets[-1].main_score:.3f}" for s in run.budgets if s.datasets)
             )
     _drop_partial(run)
-    metadata = {
-        "model": os.fspath(model),
-        "model_fingerprint": fingerprint,
-        "ties": ties,
-        "seed": seed,
-        "budgets": [summary.budget for summary in run.budgets],
-        "rerank": None
-        if rerank is None
-        else {"model": rerank.reranker.model_id, "depth": rerank.depth, "think_tokens": rerank.think_tokens},
-        "mmcascade_version": __version__,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    evaluated = {entry.name for entry in configs}
+    if earlier is not None:
+        _merge_earlier(run, earlier, evaluated, log)
     for budget, summary in zip(budget_list, run.budgets, strict=True):
         summary.bytes_per_document = (budget.document_vectors or embedder.num_vectors("document")) * embedder.dim * 4
         by_modality: dict[str, dict[str, dict[str, float]]] = {}
@@ -189,11 +197,89 @@ def run_eval(
                 by_modality.setdefault(dataset.modality, {})[dataset.name] = results[summary.budget][
                     dataset.name
                 ].scores
-        write_vlm2vec_report(
-            out_dir / summary.budget / f"{model_name}.json", {**metadata, "budget": summary.budget}, by_modality
-        )
+        report = out_dir / summary.budget / f"{model_name}.json"
+        if earlier is not None:
+            _keep_earlier_scores(by_modality, out_dir / summary.budget / f"{earlier.model_name}.json", evaluated)
+        write_vlm2vec_report(report, {**metadata, "budget": summary.budget}, by_modality)
+        if earlier is not None and earlier.model_name != model_name:  # the same model under another name
+            (out_dir / summary.budget / f"{earlier.model_name}.json").unlink(missing_ok=True)
     write_summary(out_dir, model_name, run.budgets, run.skipped, {**metadata, "problems": run.problems})
     return run
+
+
+def _metadata(
+    model: str | os.PathLike,
+    fingerprint: str,
+    labels: list[str],
+    ties: str,
+    seed: int,
+    rerank: RerankStage | None,
+    reasoner: Any,
+    think_settings: Any,
+) -> dict[str, Any]:
+    """The reports' metadata; the keys of :data:`~mmcascade.evaluation.report.RUN_SETTINGS` decide whether
+    a later run into the same folder merges with this one."""
+    return {
+        "model": os.fspath(model),
+        "model_fingerprint": fingerprint,
+        "ties": ties,
+        "seed": seed,
+        "budgets": labels,
+        "rerank": None
+        if rerank is None
+        else {"model": rerank.reranker.model_id, "depth": rerank.depth, "think_tokens": rerank.think_tokens},
+        "think": None
+        if reasoner is None
+        else {
+            "model": reasoner.model_id,
+            "settings": asdict(think_settings) if is_dataclass(think_settings) else think_settings,
+        },
+        "mmcascade_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _earlier_run(out_dir: Path, metadata: dict[str, Any], log: Log) -> EarlierRun | None:
+    """The earlier run in ``out_dir`` to merge with; None when there is none or it cannot be merged (then
+    its per-budget results are removed, and the log says why)."""
+    try:
+        earlier = read_summary(out_dir)
+    except ValueError as error:
+        log(f"{error}: starting over; this run's reports replace it")
+        return None
+    if earlier is None:
+        return None
+    differences = earlier.differences(metadata)
+    if differences:
+        log(
+            f"{out_dir} holds the results of a run with other settings ({'; '.join(differences)}): starting over; "
+            "its per-budget results are removed and this run's reports replace its summary"
+        )
+        remove_budget_folders(out_dir, earlier.budgets)
+        return None
+    return earlier
+
+
+def _merge_earlier(run: EvalRun, earlier: EarlierRun, evaluated: set[str], log: Log) -> None:
+    """Put the earlier run's datasets that this run did not evaluate (results, skips, problems) into ``run``."""
+    run.kept_from_earlier = earlier.merge_into(run.budgets, evaluated)
+    run.skipped = {**earlier.kept(earlier.skipped, evaluated), **run.skipped}
+    run.problems = {**earlier.kept(dict(earlier.metadata.get("problems") or {}), evaluated), **run.problems}
+    if run.kept_from_earlier:
+        log(
+            f"kept {len(run.kept_from_earlier)} dataset(s) of the earlier run in {run.out_dir} (same model and "
+            f"settings): {', '.join(run.kept_from_earlier)}"
+        )
+
+
+def _keep_earlier_scores(
+    by_modality: dict[str, dict[str, dict[str, float]]], earlier_report: Path, evaluated: set[str]
+) -> None:
+    """Add the scores an earlier report holds for datasets this run did not evaluate."""
+    for modality, scores in read_vlm2vec_metrics(earlier_report).items():
+        for name, dataset_scores in scores.items():
+            if name not in evaluated:
+                by_modality.setdefault(modality, {}).setdefault(name, dataset_scores)
 
 
 def _configs(

@@ -3,16 +3,29 @@
 Averages are unweighted means of each dataset's *main score* (hit@1 for image and video, ndcg_linear@5
 for visual documents), per meta-task, per modality and overall, as VLM2Vec's report does per modality.
 Datasets that were skipped are listed next to the averages, never counted as zero.
+
+A run into a folder that holds an earlier run's ``summary.json`` (:func:`read_summary`) merges with it
+when both used the same model and settings (:data:`RUN_SETTINGS`): the datasets it evaluates replace
+the earlier results, the others stay (:meth:`EarlierRun.merge_into`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import shutil
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mmcascade.utils.fs import write_lines_atomically, write_text_atomically
+
+#: the metadata keys two runs must share for their results to be merged into one report
+RUN_SETTINGS = ("model_fingerprint", "budgets", "ties", "seed", "rerank", "think")
+#: the names of per-budget result folders (``4x8``, ``allxall``, ``single``): nothing else is ever removed
+_BUDGET_FOLDER = re.compile(r"(?:\d+|all)x(?:\d+|all)|single")
 
 
 @dataclass
@@ -70,22 +83,21 @@ def write_summary(
             "skipped_datasets": skipped,
         },
     )
-    (out_dir / "report.md").write_text(markdown_report(model, budgets, skipped))
+    write_text_atomically(out_dir / "report.md", markdown_report(model, budgets, skipped))
     plot_budget_scaling(out_dir / "budget_scaling.png", model, budgets)
 
 
 def markdown_report(model: str, budgets: list[BudgetSummary], skipped: dict[str, str]) -> str:
     if not budgets:
         return f"# {model}\n\nNo dataset could be evaluated.\n" + _skipped_lines(skipped)
-    names = [summary.name for summary in budgets[0].datasets]
     header = "| dataset | task | metric | chance | " + " | ".join(budget.budget for budget in budgets) + " |"
     lines = [f"# {model}: main score per budget (query x document vectors)", "", header]
     lines.append("|" + "---|" * (4 + len(budgets)))
-    for index, name in enumerate(names):
-        first = budgets[0].datasets[index]
-        cells = [f"{budget.datasets[index].main_score:.3f}" for budget in budgets]
+    scores = [{entry.name: entry.main_score for entry in budget.datasets} for budget in budgets]
+    for first in budgets[0].datasets:
+        cells = [f"{by_name.get(first.name, math.nan):.3f}" for by_name in scores]
         lines.append(
-            f"| {name} | {first.modality}/{first.meta_task} | {first.main_metric} | {first.chance:.3f} | "
+            f"| {first.name} | {first.modality}/{first.meta_task} | {first.main_metric} | {first.chance:.3f} | "
             + " | ".join(cells)
             + " |"
         )
@@ -156,6 +168,84 @@ def plot_budget_scaling(path: Path, model: str, budgets: list[BudgetSummary]) ->
     figure.savefig(path)
     plt.close(figure)
     return True
+
+
+@dataclass
+class EarlierRun:
+    """What an earlier ``mmcascade eval`` left in an output folder: its metadata, datasets per budget and
+    skipped datasets (as its ``summary.json`` lists them)."""
+
+    metadata: dict[str, Any]
+    budgets: dict[str, list[DatasetSummary]]
+    skipped: dict[str, str]
+
+    @property
+    def model_name(self) -> str:
+        """The stem of its per-budget VLM2Vec reports (``<budget>/<model name>.json``)."""
+        model = str(self.metadata.get("model", ""))
+        return Path(model).name or model
+
+    def differences(self, metadata: dict[str, Any]) -> list[str]:
+        """The :data:`RUN_SETTINGS` in which a new run's ``metadata`` differs, as ``name earlier -> new``."""
+        new = json.loads(json.dumps({key: metadata.get(key) for key in RUN_SETTINGS}))  # as JSON reads it back
+        return [
+            f"{key} {self.metadata.get(key)!r} -> {new[key]!r}"
+            for key in RUN_SETTINGS
+            if self.metadata.get(key) != new[key]
+        ]
+
+    def merge_into(self, budgets: list[BudgetSummary], evaluated: Collection[str]) -> list[str]:
+        """Add the earlier datasets a new run did not evaluate to its ``budgets`` (earlier order first, then
+        the new datasets); returns their names. Datasets in ``evaluated`` keep only the new result."""
+        kept: list[str] = []
+        for summary in budgets:
+            earlier = self.budgets.get(summary.budget, [])
+            new = {entry.name: entry for entry in summary.datasets}
+            merged = []
+            for entry in earlier:  # in place: a re-evaluated dataset's new result; dropped: one skipped now
+                if entry.name in new:
+                    merged.append(new.pop(entry.name))
+                elif entry.name not in evaluated:
+                    merged.append(entry)
+            kept = [entry.name for entry in earlier if entry.name not in evaluated]
+            summary.datasets = merged + list(new.values())
+        return kept
+
+    def kept(self, entries: dict[str, Any], evaluated: Collection[str]) -> dict[str, Any]:
+        """The entries (skipped datasets, problems) of datasets a new run did not evaluate."""
+        return {name: value for name, value in entries.items() if name not in evaluated}
+
+
+def read_summary(out_dir: Path) -> EarlierRun | None:
+    """The run recorded in ``out_dir/summary.json``; None if there is none, ValueError if it is unreadable."""
+    path = out_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+        budgets = {
+            entry["budget"]: [DatasetSummary(**dataset) for dataset in entry["datasets"]]
+            for entry in payload["budgets"]
+        }
+        return EarlierRun(dict(payload["metadata"]), budgets, dict(payload.get("skipped_datasets") or {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} is unreadable ({type(error).__name__}: {error})") from error
+
+
+def read_vlm2vec_metrics(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """The ``metrics`` of a ``<model>.json`` written by :func:`write_vlm2vec_report`; empty if unreadable."""
+    try:
+        metrics = json.loads(path.read_text())["metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def remove_budget_folders(out_dir: Path, labels: Iterable[str]) -> None:
+    """Remove the per-budget result folders ``out_dir/<label>`` (only names shaped like a budget label)."""
+    for label in labels:
+        if _BUDGET_FOLDER.fullmatch(label):
+            shutil.rmtree(out_dir / label, ignore_errors=True)
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -14,14 +14,17 @@ stages reach ~1.0 at ~1 ms/query (``/work/shared/notes/performance.md``).
 
 from __future__ import annotations
 
+import os
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from mmcascade.index.base import Payload, SearchHit
+from mmcascade.index.base import Payload, SearchHit, StoreBusyError
 
 # Qdrant point ids must be ints or UUIDs: a document's id maps to a UUID-5 under this namespace, and
 # the original string id is kept in the payload under ID_KEY.
@@ -168,6 +171,64 @@ def stored_ids(ids: Sequence[Any], retrieve: Callable[[list[str]], Iterable[Any]
     return {doc_id: point_id(doc_id) in stored for doc_id in wanted}
 
 
+def stored_payloads(
+    backend: str, ids: Sequence[Any], retrieve: Callable[[list[str]], Iterable[Any]]
+) -> list[Payload | None]:
+    """``get_payloads``: the user's payload of each id, None where it is not stored;
+    ``retrieve(point_ids)`` returns the found records with their payloads."""
+    wanted = list(dict.fromkeys(doc_id for doc_id in ids if is_document_id(doc_id)))
+    found: dict[str, Payload] = {}
+    for start in range(0, len(wanted), RETRIEVE_CHUNK):
+        for record in retrieve([point_id(doc_id) for doc_id in wanted[start : start + RETRIEVE_CHUNK]]):
+            hit = search_hit(backend, 0.0, record.payload)
+            found[hit.id] = hit.payload
+    return [found.get(doc_id) if is_document_id(doc_id) else None for doc_id in ids]
+
+
 def contained(ids: Sequence[Any], found: dict[str, bool]) -> list[bool]:
     """``contains`` answers from a :func:`stored_ids` result, in the order of ``ids``."""
     return [found.get(doc_id, False) if is_document_id(doc_id) else False for doc_id in ids]
+
+
+# ----------------------------------------------------------------- one process at a time
+# Qdrant Edge flocks its write-ahead log and qdrant-client's local mode its folder, from open to close,
+# with no read-only mode: a second opener (process or object) is refused. These turn that refusal into
+# StoreBusyError (which open_when_free retries), and a second object in this process into an error at
+# once (waiting for ourselves would never end).
+_ENGINE_LOCK_TEXTS = ("WouldBlock", "already accessed by another instance")
+_OPEN_HERE: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def is_engine_lock_error(error: BaseException) -> bool:
+    """Whether the engine refused to open a store because another opener holds its lock."""
+    return any(text in str(error) for text in _ENGINE_LOCK_TEXTS)
+
+
+def busy_error(backend: str, path: Path) -> StoreBusyError:
+    """The engine's lock refusal, said plainly (raise it ``from`` the engine's error)."""
+    return StoreBusyError(
+        f"the {backend} store in {path} is open elsewhere: another process holds it ({backend} lets one "
+        "process open a store at a time); close it there, or wait until it is done"
+    )
+
+
+def check_not_open_here(backend: str, path: Path) -> None:
+    """ValueError if another object of this process has the store at ``path`` open."""
+    if _key(path) in _OPEN_HERE:
+        raise ValueError(
+            f"the {backend} store in {path} is open elsewhere in this process (another index object); "
+            "close the other index object first"
+        )
+
+
+def mark_open_here(path: Path, store: Any) -> None:
+    """Record ``store`` as this process's opener of ``path`` (until :func:`mark_closed_here` or it is collected)."""
+    _OPEN_HERE[_key(path)] = store
+
+
+def mark_closed_here(path: Path) -> None:
+    _OPEN_HERE.pop(_key(path), None)
+
+
+def _key(path: Path) -> str:
+    return os.path.realpath(path)

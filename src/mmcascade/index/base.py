@@ -29,6 +29,11 @@ class SearchHit:
     payload: Payload = field(default_factory=dict)
 
 
+class StoreBusyError(ValueError):
+    """``open`` found the store held by another process or index object (engines such as Qdrant Edge
+    admit one at a time); :func:`mmcascade.index.lock.open_when_free` retries it."""
+
+
 @dataclass(frozen=True)
 class StoreSpec:
     """What every record of a store looks like: ``num_vectors`` vectors of ``dim`` floats."""
@@ -54,6 +59,13 @@ class IndexBackend(ABC):
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
+    def validate_options(cls, **options: Any) -> None:
+        """Raise the ValueError :meth:`create` would raise for these options, creating nothing (so a bad
+        option is refused before an index folder exists). A backend that takes options overrides this."""
+        if options:
+            raise ValueError(f"the {cls.name} backend takes no options; got {sorted(options)}")
+
+    @classmethod
     @abstractmethod
     def create(cls, path: str | os.PathLike, spec: StoreSpec, **options: Any) -> IndexBackend:
         """A new, empty store in ``path`` (which must not hold one yet)."""
@@ -61,7 +73,10 @@ class IndexBackend(ABC):
     @classmethod
     @abstractmethod
     def open(cls, path: str | os.PathLike, spec: StoreSpec, **options: Any) -> IndexBackend:
-        """The store previously created in ``path`` with the same spec and options."""
+        """The store previously created in ``path`` with the same spec and options.
+
+        Raises :class:`StoreBusyError` (never the engine's own error) if another process holds it.
+        """
 
     def flush(self) -> None:  # noqa: B027 - optional for backends that write through
         """Make every accepted write durable."""
@@ -94,6 +109,10 @@ class IndexBackend(ABC):
     @abstractmethod
     def contains(self, ids: Sequence[str]) -> list[bool]:
         """Whether each id is stored."""
+
+    @abstractmethod
+    def get_payloads(self, ids: Sequence[str]) -> list[Payload | None]:
+        """The stored payload of each id (None for an id that is not stored), without the vectors."""
 
     @abstractmethod
     def count(self) -> int:

@@ -81,6 +81,10 @@ class ExactBackend(IndexBackend):
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
+    def validate_options(cls, **options: Any) -> None:
+        _options(options)
+
+    @classmethod
     def create(cls, path: str | os.PathLike, spec: StoreSpec, **options: Any) -> ExactBackend:
         path = Path(path)
         options_obj = _options(options)
@@ -145,6 +149,10 @@ class ExactBackend(IndexBackend):
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
         return [doc_id in self._location for doc_id in ids]
+
+    def get_payloads(self, ids: Sequence[str]) -> list[Payload | None]:
+        locations = [self._location.get(doc_id) if isinstance(doc_id, str) else None for doc_id in ids]
+        return [None if at is None else dict(self._shards[at[0]].payloads[at[1]]) for at in locations]
 
     def count(self) -> int:
         return len(self._location)

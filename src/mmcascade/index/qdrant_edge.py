@@ -51,13 +51,19 @@ from mmcascade.index._qdrant_common import (
     MULTI_VECTOR,
     RETRIEVE_CHUNK,
     QdrantOptions,
+    busy_error,
+    check_not_open_here,
     contained,
+    is_engine_lock_error,
+    mark_closed_here,
+    mark_open_here,
     mean_vectors,
     merge_open_options,
     point_id,
     search_hit,
     stored_ids,
     stored_payload,
+    stored_payloads,
 )
 from mmcascade.index.base import IndexBackend, Payload, SearchHit, StoreSpec
 from mmcascade.index.storage import read_store_file, write_store_file
@@ -75,8 +81,13 @@ class QdrantEdgeBackend(IndexBackend):
         super().__init__(path, spec)
         self.options = options
         self._shard: EdgeShard | None = shard
+        mark_open_here(path, self)
 
     # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    def validate_options(cls, **options: Any) -> None:
+        QdrantOptions.from_options(options)
+
     @classmethod
     def create(cls, path: str | os.PathLike, spec: StoreSpec, **options: Any) -> QdrantEdgeBackend:
         path = Path(path)
@@ -105,12 +116,14 @@ class QdrantEdgeBackend(IndexBackend):
                 f"{path} has {cls.name} settings but no Qdrant Edge shard ({_EDGE_CONFIG_FILE} is missing); "
                 "rebuild the index"
             )
+        check_not_open_here(cls.name, path)
         try:
             # Passing the config makes Qdrant check it against the stored segments (sizes, datatypes).
             shard = EdgeShard.load(str(path), _edge_config(spec, options_obj))
         except Exception as error:
-            hint = " (it is open elsewhere: close the other index object first)" if "WouldBlock" in str(error) else ""
-            raise ValueError(f"could not open the Qdrant Edge shard in {path}{hint}: {error}") from error
+            if is_engine_lock_error(error):  # another process: its write-ahead log is locked until it closes
+                raise busy_error(cls.name, path) from error
+            raise ValueError(f"could not open the Qdrant Edge shard in {path}: {error}") from error
         return cls(path, spec, options_obj, shard)
 
     def flush(self) -> None:
@@ -120,6 +133,7 @@ class QdrantEdgeBackend(IndexBackend):
         if self._shard is not None:
             shard, self._shard = self._shard, None
             shard.close()
+            mark_closed_here(self.path)
 
     def optimize(self) -> bool:
         """Build the dense stage's HNSW graph (and merge segments); True if anything was rebuilt.
@@ -162,6 +176,9 @@ class QdrantEdgeBackend(IndexBackend):
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
         return contained(ids, self._lookup(ids))
+
+    def get_payloads(self, ids: Sequence[str]) -> list[Payload | None]:
+        return stored_payloads(self.name, ids, lambda chunk: self._live().retrieve(chunk, True, False))
 
     def count(self) -> int:
         return int(self._live().count(CountRequest(exact=True)))

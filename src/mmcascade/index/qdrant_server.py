@@ -33,13 +33,19 @@ from mmcascade.index._qdrant_common import (
     MULTI_VECTOR,
     RETRIEVE_CHUNK,
     QdrantOptions,
+    busy_error,
+    check_not_open_here,
     contained,
+    is_engine_lock_error,
+    mark_closed_here,
+    mark_open_here,
     mean_vectors,
     merge_open_options,
     point_id,
     search_hit,
     stored_ids,
     stored_payload,
+    stored_payloads,
 )
 from mmcascade.index.base import IndexBackend, Payload, SearchHit, StoreSpec
 from mmcascade.index.storage import read_store_file, write_store_file
@@ -68,8 +74,16 @@ class QdrantServerBackend(IndexBackend):
         self.collection = collection
         self.url = url
         self._client: QdrantClient | None = client
+        if url is None:
+            mark_open_here(path, self)
 
     # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    def validate_options(cls, **options: Any) -> None:
+        given = dict(options)
+        _connection_options(given)  # pops url, api_key and collection
+        QdrantOptions.from_options(given)
+
     @classmethod
     def create(cls, path: str | os.PathLike, spec: StoreSpec, **options: Any) -> QdrantServerBackend:
         path = Path(path)
@@ -132,6 +146,8 @@ class QdrantServerBackend(IndexBackend):
         if self._client is not None:
             client, self._client = self._client, None
             client.close()
+            if self.url is None:
+                mark_closed_here(self.path)
 
     def optimize(self, timeout_s: float = 3600.0) -> bool:
         """Wait until the server has finished optimising (building the graph); True if it had to wait.
@@ -187,6 +203,13 @@ class QdrantServerBackend(IndexBackend):
 
     def contains(self, ids: Sequence[str]) -> list[bool]:
         return contained(ids, self._lookup(ids))
+
+    def get_payloads(self, ids: Sequence[str]) -> list[Payload | None]:
+        return stored_payloads(
+            self.name,
+            ids,
+            lambda chunk: self._live().retrieve(self.collection, chunk, with_payload=True, with_vectors=False),
+        )
 
     def count(self) -> int:
         return int(self._live().count(self.collection, exact=True).count)
@@ -252,13 +275,30 @@ def _connection_options(options: dict[str, Any]) -> tuple[str | None, str | None
 
 def _connect(path: Path, url: str | None, api_key: str | None) -> QdrantClient:
     if url is not None:
-        return QdrantClient(url=url, api_key=api_key)
+        return _connect_server(url, api_key)
+    check_not_open_here(QdrantServerBackend.name, path)
     try:
         return QdrantClient(path=str(path / LOCAL_FOLDER))
-    except RuntimeError as error:  # local mode locks its folder
+    except RuntimeError as error:
+        if is_engine_lock_error(error):  # another process: local mode locks its folder until it closes
+            raise busy_error(QdrantServerBackend.name, path) from error
+        raise
+
+
+def _connect_server(url: str, api_key: str | None) -> QdrantClient:
+    """A client of the server at ``url``, checked by one request: an unreachable server is a ValueError that
+    names the URL. (The client's own version check runs in a thread and only warns, even when the server is
+    down: our request replaces it.)"""
+    client = QdrantClient(url=url, api_key=api_key, check_compatibility=False)
+    try:
+        client.get_collections()
+    except Exception as error:  # connection refused, DNS, TLS, auth: the client wraps them in several types
+        client.close()
         raise ValueError(
-            f"the qdrant local store in {path} is open elsewhere ({error}); close the other index object first"
+            f"cannot reach the Qdrant server at {url} ({type(error).__name__}: {error}); is it running, and are the "
+            "url and api_key options right?"
         ) from error
+    return client
 
 
 def _vectors_config(spec: StoreSpec, options: QdrantOptions) -> dict[str, models.VectorParams]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from mmcascade.backbones import Backbone, load_backbone
+from mmcascade.backbones.base import continuation_token_ids
 from mmcascade.data.items import Item
 from mmcascade.models import resolve_model
 from mmcascade.reasoner.base import GenerationSettings, Prompt, Reasoner
@@ -71,6 +72,19 @@ class LocalReasoner(Reasoner):
         if tokenizer is None:
             raise ValueError(f"{self.model_id} exposes no tokenizer to count tokens with")
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_prompt_tokens(self, prompts: Sequence[Prompt], reply_prefixes: Sequence[str] | None = None) -> list[int]:
+        """Tokens the model reads for each prompt, as :meth:`complete` builds it: the chat template, the system
+        and user text and every image's tokens (plus each reply prefix's tokens, when given). Servers report it
+        as ``usage.prompt_tokens``; it runs the backbone's input processing again (images included), not the model.
+        """
+        items = [Item(text=prompt.user, images=prompt.images) for prompt in prompts]
+        inputs = self.backbone.processor(items, [prompt.system for prompt in prompts])
+        counts = [int(count) for count in inputs["attention_mask"].sum(dim=-1).tolist()]  # (B,) real positions
+        if reply_prefixes is None:
+            return counts
+        prefix_ids = continuation_token_ids(self.backbone.processor.tokenizer, reply_prefixes)
+        return [count + len(ids) for count, ids in zip(counts, prefix_ids, strict=True)]
 
 
 def reasoner_path(name_or_path: str | os.PathLike) -> Path:

@@ -4,7 +4,9 @@ Stage 1 searches an :class:`~mmcascade.search.Index` for the top-``retrieve_k`` 
 ``query_vectors`` query vectors and the ``document_vectors`` stored per document). Stage 2 scores the
 first ``rerank_k`` of them with a :class:`~mmcascade.rerank.Reranker` (P(yes) after up to
 ``think_tokens`` reasoning tokens) and moves them into rerank-score order; the rest keep their
-retrieval order behind them. Every hit carries both scores and the reranker's reasoning.
+retrieval order behind them. Every hit carries both scores and the reranker's reasoning. A candidate
+whose image file has moved since indexing is not reranked: it keeps its retrieval place and carries a
+``warning``, and the search goes on.
 
 :func:`merge_rankings` is the ordering rule on its own, so the evaluation harness ranks candidates
 exactly as a search does.
@@ -35,18 +37,29 @@ class CascadeHit:
     payload: Mapping[str, Any] = field(default_factory=dict)
     rerank_score: float | None = None
     reasoning: str | None = None
+    warning: str | None = None  # why a hit within the rerank depth was not reranked (its file moved)
 
     @property
     def reranked(self) -> bool:
         return self.rerank_score is not None
 
 
-def merge_rankings(retrieval_order: Sequence[int], rerank_scores: Sequence[float]) -> list[int]:
+def merge_rankings(retrieval_order: Sequence[int], rerank_scores: Sequence[float | None]) -> list[int]:
     """The final order: the first ``len(rerank_scores)`` candidates by rerank score (ties keep retrieval
-    order), then the others in retrieval order. ``retrieval_order`` lists candidate indices best first."""
+    order), then the others in retrieval order. ``retrieval_order`` lists candidate indices best first.
+
+    A None score (a candidate that could not be judged) keeps its retrieval place; the scored candidates
+    fill the other places of the head.
+    """
     if len(rerank_scores) > len(retrieval_order):
         raise ValueError(f"got {len(rerank_scores)} rerank scores for {len(retrieval_order)} candidates")
-    head = sorted(range(len(rerank_scores)), key=lambda position: -rerank_scores[position])
+    scored = iter(
+        sorted(
+            (position for position, score in enumerate(rerank_scores) if score is not None),
+            key=lambda position: -rerank_scores[position],
+        )
+    )
+    head = [position if score is None else next(scored) for position, score in enumerate(rerank_scores)]
     return [retrieval_order[position] for position in head] + list(retrieval_order[len(rerank_scores) :])
 
 
@@ -72,12 +85,23 @@ class RerankStage:
         """The stage a budget asks for: depth ``rerank_k``, ``think_tokens`` of reasoning per pair."""
         return cls(reranker, budget.rerank_k, budget.think_tokens)
 
-    def apply(self, query: Item, head: Sequence[Item], total: int) -> tuple[list[int], list[RerankScore]]:
+    def apply(self, query: Item, head: Sequence[Item | None], total: int) -> tuple[list[int], list[RerankScore | None]]:
         """The final order of ``total`` ranked candidates whose first ones are ``head`` (at most ``depth`` are
-        scored), and the scores of the scored head. Indices refer to the retrieval order."""
-        scored = list(head[: self.depth])
-        scores = self.reranker.score([query] * len(scored), scored, think_tokens=self.think_tokens)
-        return merge_rankings(list(range(total)), [score.score for score in scores]), scores
+        scored), and the scores of the scored head. Indices refer to the retrieval order.
+
+        A None in ``head`` is a candidate that cannot be judged: it gets no score (None) and keeps its place.
+        """
+        head = list(head[: self.depth])
+        judged = [position for position, item in enumerate(head) if item is not None]
+        scores: list[RerankScore | None] = [None] * len(head)
+        if judged:
+            judgements = self.reranker.score(
+                [query] * len(judged), [head[position] for position in judged], think_tokens=self.think_tokens
+            )
+            for position, score in zip(judged, judgements, strict=True):
+                scores[position] = score
+        order = merge_rankings(list(range(total)), [None if score is None else score.score for score in scores])
+        return order, scores
 
 
 def candidate_item(payload: Mapping[str, Any], doc_id: str) -> Item:
@@ -171,10 +195,17 @@ class Cascade:
             return ranked
         stage = RerankStage.from_budget(self.reranker, budget)
         query_item = _with_instruction(query, instruction or self.index.manifest.query_instruction)
-        head = [candidate_item(hit.payload, hit.id) for hit in ranked[: budget.rerank_k]]
+        head: list[Item | None] = []
+        for position, hit in enumerate(ranked[: budget.rerank_k]):
+            try:
+                head.append(candidate_item(hit.payload, hit.id))
+            except FileNotFoundError as error:  # one moved file must not fail the whole query
+                head.append(None)
+                ranked[position] = replace(hit, warning=f"not reranked: {error}")
         order, scores = stage.apply(query_item, head, len(ranked))
         for position, score in enumerate(scores):
-            ranked[position] = replace(ranked[position], rerank_score=score.score, reasoning=score.reasoning)
+            if score is not None:
+                ranked[position] = replace(ranked[position], rerank_score=score.score, reasoning=score.reasoning)
         return [ranked[index] for index in order]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,32 @@ from mmcascade.embedder import Embedder
 from mmcascade.index.backends import DEFAULT_BACKEND, get_backend
 from mmcascade.index.base import IndexBackend, Payload, SearchHit, StoreSpec
 from mmcascade.index.folders import STORE_DIR, folder_bytes, index_folder, list_indexes
-from mmcascade.index.lock import write_lock
+from mmcascade.index.lock import LOCK_NAME, open_when_free, write_lock
 from mmcascade.index.manifest import MANIFEST_NAME, IndexManifest, now
 from mmcascade.models import model_fingerprint, resolve_model
 
 _EXISTENCE_CHECK_CHUNK = 512
+# The payload key under which a built document keeps its source fingerprint (ContentFingerprint.as_dict);
+# searches strip it, so hits show the user's payload only.
+SOURCE_KEY = "_mmcascade_source"
 
 
 @dataclass
 class BuildReport:
-    """What :meth:`Index.build` did: documents added, already present, and skipped (with reasons)."""
+    """What :meth:`Index.build` did.
+
+    ``added``: new documents encoded. ``already_indexed``: ids present with the same content (or indexed
+    before fingerprints were stored). ``changed``: ids present whose content changed since they were
+    indexed; ``replaced`` of them were re-encoded (``replace_changed=True``), the others keep their old
+    vectors. ``positional_ids``: records whose id is their line number (JSONL lines without ``"id"``).
+    """
 
     added: int = 0
     already_indexed: int = 0
     skipped: list[SkippedRecord] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    replaced: int = 0
+    positional_ids: int = 0
 
 
 class Index:
@@ -107,11 +119,21 @@ class Index:
             created_at=now(),
             mmcascade_version=__version__,
         )
-        if folder.exists():  # a create that was killed before its manifest: start over
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        store = backend_class.create(folder / STORE_DIR, _spec(manifest), **manifest.backend_options)
-        manifest.save(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Under the write lock: two processes creating the same index must not clear each other's files.
+        with write_lock(folder, name):
+            if (folder / MANIFEST_NAME).is_file():
+                raise ValueError(f"index {name!r} was just created by another process: add to it instead")
+            _clear_unfinished_create(folder)
+            store: IndexBackend | None = None
+            try:
+                store = backend_class.create(folder / STORE_DIR, _spec(manifest), **manifest.backend_options)
+                manifest.save(folder)
+            except BaseException:  # a refused option, an unreachable server, a kill: leave no empty index behind
+                if store is not None:
+                    store.close()
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
         return cls(folder, manifest, store, embedder)
 
     @classmethod
@@ -123,8 +145,16 @@ class Index:
         data_dir: str | os.PathLike | None = None,
         backend_options: dict[str, Any] | None = None,
         embedder: Embedder | None = None,
+        write: bool = False,
+        wait: float | None = None,
     ) -> Index:
-        """Open index ``name``. ``model``, if given, must be the model that built it (checked by fingerprint)."""
+        """Open index ``name``. ``model``, if given, must be the model that built it (checked by fingerprint).
+
+        ``write=True`` (to add or build next) refuses at once if another process is writing the index.
+        A backend that lets one process open an index at a time (qdrant-edge, qdrant local mode) is
+        waited for, up to ``wait`` seconds (default ``$MMCASCADE_LOCK_TIMEOUT`` or 30), then a
+        ValueError says who holds it; the exact backend reads while another process writes.
+        """
         folder = index_folder(name, data_dir)
         if not (folder / MANIFEST_NAME).is_file():
             available = list_indexes(folder.parent)
@@ -142,7 +172,14 @@ class Index:
                     "that built the index, or build a new index with this one"
                 )
         options = {**manifest.backend_options, **(backend_options or {})}
-        store = get_backend(manifest.backend).open(folder / STORE_DIR, _spec(manifest), **options)
+        backend_class = get_backend(manifest.backend)
+        store = open_when_free(
+            lambda: backend_class.open(folder / STORE_DIR, _spec(manifest), **options),
+            folder,
+            name,
+            write=write,
+            wait=wait,
+        )
         return cls(folder, manifest, store, embedder)
 
     def close(self) -> None:
@@ -195,27 +232,37 @@ class Index:
         *,
         batch_size: int = 16,
         on_progress: Callable[[int], None] | None = None,
+        replace_changed: bool = False,
     ) -> BuildReport:
         """Add the records not yet indexed, in batches; bad records are skipped and reported.
 
         Every batch is durable once added, so a killed build resumes by running it again: ids already
-        in the index are skipped without decoding their files.
+        in the index are skipped without decoding their files. A present id whose content changed since
+        it was indexed (its :class:`~mmcascade.data.collections.ContentFingerprint`, stored in the payload,
+        differs) is listed in ``report.changed``, and re-encoded only with ``replace_changed=True``.
         """
         report = BuildReport()
+        written: set[str] = set()  # ids encoded by this build: a later record with the same id is a repeat
         with write_lock(self.folder, self.name):
             for chunk in _chunks(records, _EXISTENCE_CHECK_CHUNK):
-                sources = [record for record in chunk if isinstance(record, SourceRecord)]
+                sources, repeats = _split_repeated_ids(
+                    [record for record in chunk if isinstance(record, SourceRecord)], written
+                )
                 report.skipped.extend(record for record in chunk if isinstance(record, SkippedRecord))
-                present = self.store.contains([record.id for record in sources])
-                absent = [record for record, found in zip(sources, present, strict=True) if not found]
-                missing, repeats = _split_repeated_ids(absent)
                 report.skipped.extend(repeats)
-                report.already_indexed += len(sources) - len(absent)
+                report.positional_ids += sum(
+                    1 for record in chunk if isinstance(record, SourceRecord) and record.positional_id
+                )
+                to_encode, replacing = self._to_encode(sources, report, replace_changed)
+                written.update(record.id for record in to_encode)
                 if on_progress:
-                    on_progress(len(chunk) - len(missing))
-                for start in range(0, len(missing), batch_size):
-                    batch = missing[start : start + batch_size]
-                    report.added += self._add_batch(batch, report)
+                    on_progress(len(chunk) - len(to_encode))
+                for start in range(0, len(to_encode), batch_size):
+                    batch = to_encode[start : start + batch_size]
+                    stored = self._add_batch(batch, report)
+                    replaced = sum(doc_id in replacing for doc_id in stored)
+                    report.replaced += replaced
+                    report.added += len(stored) - replaced
                     if on_progress:
                         on_progress(len(batch))
             self.store.flush()
@@ -280,7 +327,7 @@ class Index:
             instruction=instruction or self.manifest.query_instruction,
             traces=traces,
         )  # (n, query_budget, dim)
-        return self.store.search(vectors, top_k)
+        return [[_user_payload(hit) for hit in hits] for hits in self.store.search(vectors, top_k)]
 
     def info(self) -> dict[str, Any]:
         """The manifest plus the live document count and the bytes on disk."""
@@ -292,34 +339,58 @@ class Index:
         }
 
     # ----------------------------------------------------------------- internals
-    def _add_batch(self, batch: list[SourceRecord], report: BuildReport) -> int:
-        loaded, items = [], []
+    def _to_encode(
+        self, records: list[SourceRecord], report: BuildReport, replace_changed: bool
+    ) -> tuple[list[SourceRecord], set[str]]:
+        """The records to encode (not stored yet, or changed when replacing) and the ids among them
+        that replace a stored document; counts the rest in ``report``. Decodes nothing."""
+        to_encode, replacing = [], set()
+        for record, stored in zip(records, self.store.get_payloads([record.id for record in records]), strict=True):
+            if stored is None:
+                to_encode.append(record)
+            elif _changed(record, stored):
+                report.changed.append(record.id)
+                if replace_changed:
+                    to_encode.append(record)
+                    replacing.add(record.id)
+            else:
+                report.already_indexed += 1
+        return to_encode, replacing
+
+    def _add_batch(self, batch: list[SourceRecord], report: BuildReport) -> list[str]:
+        """Load, encode and store ``batch``; returns the ids stored (the others are in ``report.skipped``)."""
+        loaded, items, payloads = [], [], []
         for record in batch:
             try:
-                items.append(record.load())
-                loaded.append(record)
+                item, payload = record.load(), _stored_payload(record)
             except (ValueError, FileNotFoundError, OSError) as error:
                 report.skipped.append(SkippedRecord(record.source, str(error)))
+                continue
+            loaded.append(record)
+            items.append(item)
+            payloads.append(payload)
         if not loaded:
-            return 0
+            return []
         try:
             vectors = self._encode_documents(items, len(items))
         except ValueError:
-            return self._add_one_by_one(loaded, items, report)
-        self.store.add([record.id for record in loaded], vectors, [record.payload for record in loaded])
-        return len(loaded)
+            return self._add_one_by_one(loaded, items, payloads, report)
+        self.store.add([record.id for record in loaded], vectors, payloads)
+        return [record.id for record in loaded]
 
-    def _add_one_by_one(self, records: list[SourceRecord], items: list[Any], report: BuildReport) -> int:
+    def _add_one_by_one(
+        self, records: list[SourceRecord], items: list[Any], payloads: list[Payload], report: BuildReport
+    ) -> list[str]:
         """A batch the model refused: find the culprit(s), keep the rest."""
-        added = 0
-        for record, item in zip(records, items, strict=True):
+        added = []
+        for record, item, payload in zip(records, items, payloads, strict=True):
             try:
                 vectors = self._encode_documents([item], 1)
             except ValueError as error:
                 report.skipped.append(SkippedRecord(record.source, f"the model cannot encode it: {error}"))
                 continue
-            self.store.add([record.id], vectors, [record.payload])
-            added += 1
+            self.store.add([record.id], vectors, [payload])
+            added.append(record.id)
         return added
 
     def _encode_documents(self, items: list[Any], batch_size: int) -> torch.Tensor:
@@ -329,6 +400,17 @@ class Index:
             doc_budget=self.manifest.doc_budget,
             instruction=self.manifest.document_instruction,
         )  # (n, doc_budget, dim)
+
+
+def _clear_unfinished_create(folder: Path) -> None:
+    """Remove what a create killed before its manifest left behind (all but the held lock file)."""
+    for entry in folder.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _spec(manifest: IndexManifest) -> StoreSpec:
@@ -346,14 +428,44 @@ def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _split_repeated_ids(records: list[SourceRecord]) -> tuple[list[SourceRecord], list[SkippedRecord]]:
-    """The first record of each id, and the later ones as skipped (a collection that repeats an id indexes it once)."""
+def _split_repeated_ids(
+    records: list[SourceRecord], written: set[str]
+) -> tuple[list[SourceRecord], list[SkippedRecord]]:
+    """The first record of each id, and the later ones as skipped (a collection that repeats an id indexes it
+    once); an id in ``written`` (encoded earlier in this build) is a repeat too."""
     first: dict[str, SourceRecord] = {}
     repeats = []
     for record in records:
         if record.id in first:
             reason = f"id {record.id!r} repeats {first[record.id].source}; only the first is indexed"
             repeats.append(SkippedRecord(record.source, reason))
+        elif record.id in written:
+            reason = f"id {record.id!r} repeats a record indexed earlier in this build; only the first is indexed"
+            repeats.append(SkippedRecord(record.source, reason))
         else:
             first[record.id] = record
     return list(first.values()), repeats
+
+
+def _changed(record: SourceRecord, stored: Payload) -> bool:
+    """Whether a stored document's content differs from ``record``'s; unknown on either side: unchanged."""
+    fingerprint = stored.get(SOURCE_KEY)
+    if record.fingerprint is None or not isinstance(fingerprint, dict):
+        return False  # no fingerprint: indexed before they were stored, or added with Index.add
+    return not record.fingerprint.matches(fingerprint)
+
+
+def _stored_payload(record: SourceRecord) -> Payload:
+    """The payload as stored: the record's, plus its fingerprint under :data:`SOURCE_KEY` (reads its files)."""
+    if SOURCE_KEY in record.payload:
+        raise ValueError(f"its payload uses the reserved key {SOURCE_KEY!r}; rename that key")
+    if record.fingerprint is None:
+        return record.payload
+    return {**record.payload, SOURCE_KEY: record.fingerprint.as_dict()}
+
+
+def _user_payload(hit: SearchHit) -> SearchHit:
+    """``hit`` without the build's bookkeeping in its payload."""
+    if SOURCE_KEY not in hit.payload:
+        return hit
+    return replace(hit, payload={key: value for key, value in hit.payload.items() if key != SOURCE_KEY})

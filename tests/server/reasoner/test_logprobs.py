@@ -131,6 +131,29 @@ def test_logprobs_without_a_prefix_read_the_first_reply_token(client: httpx.Clie
     assert body["usage"]["completion_tokens"] == 1 and body["usage"]["prompt_tokens"] > 0
 
 
+def model_prompt_tokens(reasoner: LocalReasoner, prompt: Prompt) -> int:
+    """The tokens the model reads for ``prompt``: template, system, text and image tokens (its attention mask)."""
+    inputs = reasoner.backbone.processor([Item(text=prompt.user, images=prompt.images)], [prompt.system])
+    return int(inputs["attention_mask"].sum())
+
+
+def test_prompt_tokens_count_what_the_model_reads(client: httpx.Client, expected: LocalReasoner) -> None:
+    image = random_image(6, (56, 56))
+    user = [{"type": "text", "text": "what is this? "}, {"type": "image_url", "image_url": {"url": data_url(image)}}]
+    body = {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]}
+    response = client.post("/v1/chat/completions", json={**body, "max_tokens": 2})
+    assert response.status_code == 200, response.text
+    prompt = Prompt(system=SYSTEM, user="what is this? <image>", images=(image,))
+    prompt_tokens = model_prompt_tokens(expected, prompt)
+    assert response.json()["usage"]["prompt_tokens"] == prompt_tokens
+    text_only = expected.count_tokens(f"{SYSTEM}\nwhat is this? ")
+    assert prompt_tokens > text_only + 1  # the template and the image's tokens are in it
+    prefix = "Answer:"
+    logprobs = client.post("/v1/chat/completions", json=logprobs_body(user, prefix))
+    assert logprobs.status_code == 200, logprobs.text
+    assert logprobs.json()["usage"]["prompt_tokens"] == prompt_tokens + expected.count_tokens(prefix)
+
+
 async def _post_all(url: str, bodies: list[dict]) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for body in bodies))

@@ -190,7 +190,8 @@ def test_bad_max_tokens_is_400(client: httpx.Client, max_tokens: object) -> None
     [
         ({"temperature": -1}, "temperature must be >= 0"),
         ({"top_p": 0}, "top_p must be in (0, 1]"),
-        ({"seed": "x"}, "seed must be an integer"),
+        ({"seed": "x"}, "seed must be null or an integer"),
+        ({"seed": 2**70}, "seed must be null or an integer in [-2**63, 2**64 - 1]"),
         ({"stream": True}, "streaming is not supported"),
         ({"n": 2}, "only n=1"),
     ],
@@ -232,6 +233,92 @@ def test_bad_messages_are_400(client: httpx.Client, messages: list, expected: st
     response = client.post("/v1/chat/completions", json={"model": "fake-vlm", "messages": messages})
     assert response.status_code == 400
     assert expected in error_message(response)
+
+
+def test_an_unreadable_image_is_named_by_its_place_in_the_request(client: httpx.Client) -> None:
+    content = [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"hello").decode()}},
+    ]
+    response = client.post("/v1/chat/completions", json=chat_body(content))
+    assert response.status_code == 400
+    message = error_message(response)
+    assert message.startswith("messages[1].content[1].image_url: the image is not a readable image ("), message
+    assert "BytesIO" not in message and "0x" not in message
+    assert "check the file" not in message  # there is no file: the hint is about what to send
+    assert "send a PNG, JPEG, WebP or GIF image" in message
+
+
+def test_system_messages_are_joined_in_order(client: httpx.Client) -> None:
+    messages = [
+        {"role": "system", "content": "First rule."},
+        {"role": "developer", "content": [{"type": "text", "text": "Second rule."}]},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "Third rule."},
+    ]
+    response = client.post("/v1/chat/completions", json={"model": "fake-vlm", "messages": messages})
+    assert response.status_code == 200, response.text
+    content = response.json()["choices"][0]["message"]["content"]
+    assert content.endswith("| system=First rule.\n\nSecond rule.\n\nThird rule. | budget=256")
+
+
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        ("</think>", "<think>saw 0 images []"),
+        (["never there", "Answer:", "images"], "<think>saw 0 "),  # the earliest match wins, whatever its order
+        (["never there"], None),
+    ],
+)
+def test_stop_cuts_the_reply_before_the_first_stop_string(client: httpx.Client, stop: object, expected: str) -> None:
+    response = client.post("/v1/chat/completions", json=chat_body("hi", stop=stop))
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    full = answer(Prompt(system="Think first.", user="hi"), GenerationSettings(max_new_tokens=64))
+    assert choice["message"]["content"] == (full if expected is None else expected)
+    assert choice["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("stop", ["", [""], ["a", 1], ["a", "b", "c", "d", "e"], {"x": 1}, 7, "\ud800"])
+def test_bad_stop_is_400(client: httpx.Client, fake: FakeReasoner, stop: object) -> None:
+    body = json.dumps(chat_body("hi", stop=stop)).encode()  # json.dumps escapes the lone surrogate
+    response = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "stop"
+    assert fake.batches == []
+
+
+def test_stop_is_refused_with_logprobs(client: httpx.Client) -> None:
+    response = client.post("/v1/chat/completions", json=chat_body("hi", max_tokens=1, logprobs=True, stop="x"))
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "stop"
+    assert "not supported with logprobs" in error_message(response)
+
+
+def test_unknown_paths_answer_in_the_openai_error_shape(client: httpx.Client) -> None:
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+    response = client.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_bug_is_a_500_in_the_openai_error_shape(client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmcascade.server.reasoner.routes as routes
+
+    def broken(body: bytes) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(routes, "parse_chat_request", broken)
+    response = client.post("/v1/chat/completions", json=chat_body("hi"))
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "message": "internal server error: KeyError",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
 
 
 def test_remote_image_url_is_refused(client: httpx.Client, fake: FakeReasoner) -> None:
@@ -293,6 +380,18 @@ def test_usage_and_finish_reason_when_the_reasoner_counts_tokens() -> None:
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert long.json()["choices"][0]["finish_reason"] == "length"
     assert roomy.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_stopped_reply_counts_its_cut_text_and_finishes_with_stop() -> None:
+    app = create_reasoner_app(CountingReasoner(), "counting")
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stop": "</think>"}
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    choice, usage = response.json()["choices"][0], response.json()["usage"]
+    assert choice["message"]["content"] == "<think>saw 0 images []"
+    assert usage["completion_tokens"] == len("<think>saw 0 images []")  # over max_tokens=5, but it stopped
+    assert choice["finish_reason"] == "stop"
 
 
 # --------------------------------------------------------------------------------------------

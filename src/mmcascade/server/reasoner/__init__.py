@@ -1,10 +1,12 @@
 """Serve a :class:`~mmcascade.reasoner.base.Reasoner` as an OpenAI-compatible chat-completion endpoint (a subset).
 
-``GET /v1/models``, ``POST /v1/chat/completions`` (one system message, one user message of text and
-``data:`` URL image parts; no streaming) and ``GET /health``. Concurrent requests with the same
+``GET /v1/models``, ``POST /v1/chat/completions`` (one user message of text and ``data:`` URL image
+parts; any system or developer messages are joined in order, a blank line apart, into the system prompt;
+``stop`` strings cut the reply; no streaming) and ``GET /health``. Concurrent requests with the same
 generation settings are batched into one :meth:`Reasoner.complete` call (see :class:`PromptBatcher`),
 which is where batched local generation pays off. Remote image URLs are refused: the server never
-makes outbound requests.
+makes outbound requests. Every refusal is a 4xx in OpenAI's error shape; bodies are limited in size,
+nesting depth and number of values (``schema.MAX_JSON_DEPTH``, ``schema.MAX_JSON_VALUES``).
 
 Next-token log-probabilities (what a reranker judge reads, :class:`~mmcascade.rerank.remote.OpenAIJudge`):
 ``logprobs: true`` with ``max_tokens: 1`` answers the first reply token with OpenAI's ``logprobs``

@@ -2,6 +2,13 @@
 
 Completions go through :meth:`Reasoner.complete`; next-token log-probabilities (logprobs requests)
 through a :class:`~mmcascade.rerank.local.NextTokenScorer` over a local reasoner's backbone.
+
+Usage counts, in the model thread after each batch: a reasoner with ``count_prompt_tokens``
+(:class:`PromptTokenCounter`, e.g. a local reasoner) reports the prompt tokens its model reads (chat
+template, system and user text, image tokens, a logprobs request's reply prefix); a plain
+:class:`~mmcascade.reasoner.base.TokenCounter` reports the tokens of the system and user text only
+(no template, no images); other reasoners report zeros. Completion tokens are the tokens of the reply
+as returned (after ``stop`` cut it).
 """
 
 from __future__ import annotations
@@ -12,18 +19,33 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from mmcascade.reasoner.base import GenerationSettings, Prompt, Reasoner, TokenCounter
 from mmcascade.rerank.local import NextTokenScorer, TokenLogprob
-from mmcascade.server.reasoner.schema import MAX_TOP_LOGPROBS
+from mmcascade.server.reasoner.schema import MAX_TOP_LOGPROBS, cut_at_stop
 
-__all__ = ["DEFAULT_BATCH_WINDOW_S", "DEFAULT_MAX_BATCH", "Completion", "NextToken", "PromptBatcher"]
+__all__ = [
+    "DEFAULT_BATCH_WINDOW_S",
+    "DEFAULT_MAX_BATCH",
+    "Completion",
+    "NextToken",
+    "PromptBatcher",
+    "PromptTokenCounter",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
 DEFAULT_BATCH_WINDOW_S = 0.010
+
+
+@runtime_checkable
+class PromptTokenCounter(Protocol):
+    """A reasoner that counts the prompt tokens its model reads (``usage.prompt_tokens``)."""
+
+    def count_prompt_tokens(self, prompts: Sequence[Prompt], reply_prefixes: Sequence[str] | None = None) -> list[int]:
+        """Tokens of each prompt as the model reads it: template, text and image tokens (and the reply prefix)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,8 @@ class Completion:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: the text was cut at a ``stop`` string
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +88,7 @@ class _Pending:
     future: asyncio.Future[Any]  # a Completion, or a NextToken for a logprobs request
     arrived: float
     reply_prefix: str = ""
+    stop: tuple[str, ...] = ()
 
 
 class PromptBatcher:
@@ -130,9 +155,13 @@ class PromptBatcher:
             self._executor.shutdown(wait=False)
             self._executor = None
 
-    async def submit(self, prompt: Prompt, settings: GenerationSettings) -> Completion:
-        """Queue one prompt and wait for its completion."""
-        return await self._enqueue(settings, prompt, "")
+    async def submit(self, prompt: Prompt, settings: GenerationSettings, stop: tuple[str, ...] = ()) -> Completion:
+        """Queue one prompt and wait for its completion, cut before the first ``stop`` string it holds.
+
+        The model still generates up to ``settings.max_new_tokens``; the cut comes after (a batch shares one
+        ``generate`` call, so requests with different stop strings still batch together).
+        """
+        return await self._enqueue(settings, prompt, "", stop)
 
     async def submit_next_token(self, prompt: Prompt, reply_prefix: str = "") -> NextToken:
         """Queue one prompt + partial reply and wait for the log-probabilities of the token after it."""
@@ -140,12 +169,12 @@ class PromptBatcher:
             raise ValueError(f"{type(self.reasoner).__name__} has no generative backbone to score tokens with")
         return await self._enqueue(_NEXT_TOKEN, prompt, reply_prefix)
 
-    async def _enqueue(self, key: _BatchKey, prompt: Prompt, reply_prefix: str) -> Any:
+    async def _enqueue(self, key: _BatchKey, prompt: Prompt, reply_prefix: str, stop: tuple[str, ...] = ()) -> Any:
         self.start()
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._groups.setdefault(key, []).append(_Pending(prompt, future, loop.time(), reply_prefix))
+        self._groups.setdefault(key, []).append(_Pending(prompt, future, loop.time(), reply_prefix, stop))
         self._wakeup.set()
         return await future  # a cancelled request cancels the future; the worker then skips it
 
@@ -208,39 +237,59 @@ class PromptBatcher:
         prompts = [pending.prompt for pending in batch]
         if isinstance(key, _NextTokenBatch):
             return self._next_tokens(prompts, [pending.reply_prefix for pending in batch])
-        return self._complete(prompts, key)
+        return self._complete(prompts, key, [pending.stop for pending in batch])
 
     def _next_tokens(self, prompts: list[Prompt], reply_prefixes: list[str]) -> list[NextToken]:
         assert self.scorer is not None  # submit_next_token checked
         tops = self.scorer.score(prompts, reply_prefixes, top_k=MAX_TOP_LOGPROBS)
         if len(tops) != len(prompts):
             raise RuntimeError(f"the scorer returned {len(tops)} results for {len(prompts)} prompts")
-        if self._count_tokens is None:
-            return [NextToken(top) for top in tops]
-        try:
-            return [
-                NextToken(top, self._count_tokens(f"{prompt.system}\n{prompt.user}{prefix}"))
-                for top, prompt, prefix in zip(tops, prompts, reply_prefixes, strict=True)
-            ]
-        except Exception:  # usage is a courtesy: never fail a request over it
-            logger.warning("count_tokens failed; reporting zero usage", exc_info=True)
-            return [NextToken(top) for top in tops]
+        prompt_tokens = self._prompt_tokens(prompts, reply_prefixes)
+        return [NextToken(top, count) for top, count in zip(tops, prompt_tokens, strict=True)]
 
-    def _complete(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[Completion]:
+    def _complete(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, stops: Sequence[tuple[str, ...]]
+    ) -> list[Completion]:
         """Runs in the model thread."""
         texts = self.reasoner.complete(prompts, settings)
         if len(texts) != len(prompts):
             raise RuntimeError(f"the reasoner returned {len(texts)} completions for {len(prompts)} prompts")
-        if self._count_tokens is None:
-            return [Completion(text) for text in texts]
+        cuts = [cut_at_stop(text, stop) for text, stop in zip(texts, stops, strict=True)]
+        prompt_tokens = self._prompt_tokens(prompts, None)
+        completion_tokens = self._completion_tokens([text for text, _ in cuts])
+        return [
+            Completion(text, prompt_count, completion_count, stopped)
+            for (text, stopped), prompt_count, completion_count in zip(
+                cuts, prompt_tokens, completion_tokens, strict=True
+            )
+        ]
+
+    def _prompt_tokens(self, prompts: Sequence[Prompt], reply_prefixes: Sequence[str] | None) -> list[int]:
+        """Runs in the model thread; see the module docstring for what is counted (zeros when it cannot be)."""
         try:
-            return [
-                Completion(text, self._count_tokens(f"{prompt.system}\n{prompt.user}"), self._count_tokens(text))
-                for prompt, text in zip(prompts, texts, strict=True)
-            ]
-        except Exception:  # usage is a courtesy: never fail a completion over it
-            logger.warning("count_tokens failed; reporting zero usage", exc_info=True)
-            return [Completion(text) for text in texts]
+            if isinstance(self.reasoner, PromptTokenCounter):
+                counts = self.reasoner.count_prompt_tokens(prompts, reply_prefixes)
+                if len(counts) != len(prompts):
+                    raise RuntimeError(f"got {len(counts)} prompt token counts for {len(prompts)} prompts")
+                return [int(count) for count in counts]
+            if self._count_tokens is not None:
+                prefixes = reply_prefixes or [""] * len(prompts)
+                return [
+                    self._count_tokens(f"{prompt.system}\n{prompt.user}{prefix}")
+                    for prompt, prefix in zip(prompts, prefixes, strict=True)
+                ]
+        except Exception:  # usage is a courtesy: never fail a request over it
+            logger.warning("counting prompt tokens failed; reporting zero usage", exc_info=True)
+        return [0] * len(prompts)
+
+    def _completion_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Runs in the model thread: zeros when the reasoner cannot count tokens."""
+        if self._count_tokens is not None:
+            try:
+                return [self._count_tokens(text) for text in texts]
+            except Exception:  # usage is a courtesy: never fail a request over it
+                logger.warning("count_tokens failed; reporting zero usage", exc_info=True)
+        return [0] * len(texts)
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from mmcascade.reasoner.base import Reasoner
 from mmcascade.rerank.local import TokenLogprob
@@ -42,9 +43,12 @@ def create_reasoner_app(
 
     Args:
         reasoner: any :class:`Reasoner`. If it is a :class:`~mmcascade.reasoner.base.TokenCounter`,
-            responses report token usage (prompt text only, images not counted) and
-            ``finish_reason="length"`` when the budget was used up; otherwise usage is zeros and
-            ``finish_reason`` is ``"stop"``. If it is a local reasoner with a generative backbone,
+            responses report token usage and ``finish_reason="length"`` when the budget was used up;
+            otherwise usage is zeros and ``finish_reason`` is ``"stop"``. ``usage.prompt_tokens`` is what
+            the model reads (template, text and image tokens) for a
+            :class:`~mmcascade.server.reasoner.batching.PromptTokenCounter` such as a local reasoner, and
+            the system + user text's tokens for other counters. A reply cut at a ``stop`` string ends
+            with ``finish_reason="stop"``. If it is a local reasoner with a generative backbone,
             logprobs requests are served too (see :class:`~mmcascade.rerank.local.NextTokenScorer`);
             otherwise they get 400.
         model_name: the name in ``GET /v1/models``; requests naming another model get 404.
@@ -67,6 +71,19 @@ def create_reasoner_app(
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse(error.as_json(), status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, error: HTTPException) -> JSONResponse:
+        # unknown paths, wrong methods: the same error shape as every other answer
+        api_error = ApiError(error.status_code, str(error.detail), error_type=_http_error_type(error.status_code))
+        return JSONResponse(api_error.as_json(), status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+        # a bug, not bad input (bad input is an ApiError): answered in the OpenAI shape; Starlette then
+        # re-raises it, so the server logs the traceback
+        api_error = ApiError(500, f"internal server error: {type(error).__name__}", error_type="server_error")
+        return JSONResponse(api_error.as_json(), status_code=500)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -115,8 +132,12 @@ async def _next_token_response(batcher: PromptBatcher, chat: ChatRequest, model_
 
 async def _completion_response(batcher: PromptBatcher, chat: ChatRequest, model_name: str) -> JSONResponse:
     """A generated reply; ``finish_reason`` is ``"length"`` only when token counts show the budget was spent."""
-    completion = await _model_call(batcher.submit(chat.prompt, chat.settings))
-    length = batcher.counts_tokens and completion.completion_tokens >= chat.settings.max_new_tokens
+    completion = await _model_call(batcher.submit(chat.prompt, chat.settings, chat.stop))
+    length = (
+        not completion.stopped
+        and batcher.counts_tokens
+        and completion.completion_tokens >= chat.settings.max_new_tokens
+    )
     return _chat_response(
         model_name,
         completion.text,
@@ -184,6 +205,10 @@ def _chat_response(
             },
         }
     )
+
+
+def _http_error_type(status: int) -> str:
+    return "not_found_error" if status == 404 else "server_error" if status >= 500 else "invalid_request_error"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

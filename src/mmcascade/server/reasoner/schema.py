@@ -2,6 +2,9 @@
 
 Every bad input becomes an :class:`ApiError` (400) that names the field and what to send instead.
 Images arrive only inline as base64 ``data:`` URLs: the server never makes outbound requests.
+Before the JSON parser sees a body, a linear scan of its text checks the nesting depth
+(:data:`MAX_JSON_DEPTH`) and the number of values (:data:`MAX_JSON_VALUES`), so a hostile body
+can neither make the parser recurse deeply nor build millions of objects.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +26,28 @@ from mmcascade.rerank.remote import MAX_TOP_LOGPROBS
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "LOGPROB_FLOOR",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_VALUES",
+    "MAX_STOP_SEQUENCES",
     "MAX_TOP_LOGPROBS",
     "ApiError",
     "ChatRequest",
+    "cut_at_stop",
     "parse_chat_request",
+    "parse_json_body",
 ]
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+#: deepest nesting of arrays and objects in a request body (a chat request needs 5: body, messages,
+#: message, content parts, image_url)
+MAX_JSON_DEPTH = 32
+#: most array items and object members in a request body, all arrays and objects together (counted as
+#: commas plus opening brackets, an upper bound); a chat request with a few images needs a few dozen
+MAX_JSON_VALUES = 4096
+#: most ``stop`` strings in one request (as OpenAI)
+MAX_STOP_SEQUENCES = 4
+#: the seeds ``torch.manual_seed`` accepts
+_SEED_RANGE = (-(2**63), 2**64 - 1)
 #: stands in for a log-probability of -inf, which JSON cannot hold (as vLLM does)
 LOGPROB_FLOOR = -9999.0
 
@@ -62,20 +82,19 @@ class ChatRequest:
     logprobs: bool = False
     #: how many of the most likely next tokens to list with ``logprobs`` (0..MAX_TOP_LOGPROBS)
     top_logprobs: int = 0
+    #: the reply is cut before the first of these strings it contains (``finish_reason`` is then ``"stop"``)
+    stop: tuple[str, ...] = ()
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
     """Parse and validate a chat-completion request body; raises :class:`ApiError` (400) on bad input."""
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ApiError(400, f"request body is not valid JSON: {error}") from error
+    data = parse_json_body(body)
     if not isinstance(data, dict):
         raise ApiError(400, f"request body must be a JSON object; got {type(data).__name__}")
     if data.get("stream"):
         raise ApiError(400, "streaming is not supported: send stream=false (or leave it out)", param="stream")
     if data.get("n") not in (None, 1):
-        raise ApiError(400, f"only n=1 is supported; got n={data.get('n')!r}", param="n")
+        raise ApiError(400, f"only n=1 is supported; got n={_shown(data.get('n'))}", param="n")
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, f"model must be a string; got {type(model).__name__}", param="model")
@@ -83,7 +102,8 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     continue_final = _parse_continue_final(data)
     prompt, reply_prefix = _parse_messages(data.get("messages"), continue_final=continue_final)
     settings = _parse_settings(data)
-    _check_next_token_request(data, settings, logprobs=logprobs, continue_final=continue_final)
+    stop = _parse_stop(data.get("stop"))
+    _check_next_token_request(data, settings, logprobs=logprobs, continue_final=continue_final, stop=stop)
     return ChatRequest(
         prompt=prompt,
         settings=settings,
@@ -91,7 +111,77 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         reply_prefix=reply_prefix,
         logprobs=logprobs,
         top_logprobs=top_logprobs,
+        stop=stop,
     )
+
+
+def parse_json_body(body: bytes) -> Any:
+    """A UTF-8 JSON body, checked against :data:`MAX_JSON_DEPTH` and :data:`MAX_JSON_VALUES` before it is parsed.
+
+    Raises :class:`ApiError` (400) for anything else: bad UTF-8, bad JSON, ``NaN``/``Infinity``, integers
+    too long to convert, nesting too deep, too many values.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(400, f"request body is not UTF-8 text: {error}") from error
+    _check_json_size(text)
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ApiError:
+        raise
+    except RecursionError as error:  # the scan keeps nesting shallow; never let a deep one become a 500
+        raise ApiError(400, f"request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from error
+    except ValueError as error:  # JSONDecodeError, and integers over Python's digit limit
+        raise ApiError(400, f"request body is not valid JSON: {error}") from error
+
+
+_JSON_TOKEN = re.compile(r'[\[\]{},"]')
+
+
+def _check_json_size(text: str) -> None:
+    """Refuse nesting past :data:`MAX_JSON_DEPTH` and values past :data:`MAX_JSON_VALUES`, reading each
+    character once (outside strings, only brackets and commas count). Where the text stops being JSON,
+    the scan stops and leaves the error to the parser, which then never reads past that point."""
+    depth = values = strings = 0
+    position = 0
+    while (token := _JSON_TOKEN.search(text, position)) is not None:
+        char, position = token.group(), token.end()
+        if char == '"':
+            try:  # the parser's own string scanner (C): it skips escapes at memchr speed, regexes cannot
+                position = json.decoder.scanstring(text, position)[1]
+            except json.JSONDecodeError:
+                return  # an unterminated string or a bad escape
+            strings += 1
+            # every string is a key or an item, each counted by a comma or an opening bracket (or the top level)
+            if strings > 2 * values + 1:
+                return  # strings without separators
+            continue
+        if char in "]}":
+            depth -= 1
+            if depth < 0:
+                return  # a closing bracket that closes nothing
+            continue
+        values += 1
+        if values > MAX_JSON_VALUES:
+            raise ApiError(
+                400,
+                f"request body holds more than {MAX_JSON_VALUES} JSON values; a chat request needs far fewer",
+            )
+        if char != ",":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(400, f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ApiError(400, f"request body is not valid JSON: {name} is not a JSON number")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened: error messages echo what was sent without echoing megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _parse_continue_final(data: dict[str, Any]) -> bool:
@@ -116,9 +206,15 @@ def _parse_continue_final(data: dict[str, Any]) -> bool:
 
 
 def _check_next_token_request(
-    data: dict[str, Any], settings: GenerationSettings, *, logprobs: bool, continue_final: bool
+    data: dict[str, Any], settings: GenerationSettings, *, logprobs: bool, continue_final: bool, stop: tuple[str, ...]
 ) -> None:
     """Logprobs are served for one token only, and only they may continue an assistant message."""
+    if logprobs and stop:
+        raise ApiError(
+            400,
+            "stop is not supported with logprobs=true: the reply is the one next token; leave stop out",
+            param="stop",
+        )
     if continue_final and not logprobs:
         raise ApiError(
             400,
@@ -146,7 +242,7 @@ def _flag(data: dict[str, Any], name: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ApiError(400, f"{name} must be true or false; got {value!r}", param=name)
+        raise ApiError(400, f"{name} must be true or false; got {_shown(value)}", param=name)
     return value
 
 
@@ -158,7 +254,7 @@ def _parse_logprobs(data: dict[str, Any]) -> tuple[bool, int]:
         return logprobs, 0
     if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
         raise ApiError(
-            400, f"top_logprobs must be an integer in 0..{MAX_TOP_LOGPROBS}; got {top!r}", param="top_logprobs"
+            400, f"top_logprobs must be an integer in 0..{MAX_TOP_LOGPROBS}; got {_shown(top)}", param="top_logprobs"
         )
     if top and not logprobs:
         raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
@@ -178,7 +274,7 @@ def _parse_messages(messages: Any, *, continue_final: bool = False) -> tuple[Pro
             raise ApiError(
                 400,
                 f"continue_final_message=true continues the final message, which must be an assistant message "
-                f"(the start of the reply); {where} has role {role!r}",
+                f"(the start of the reply); {where} has role {_shown(role)}",
                 param="messages",
             )
         reply_prefix, images = _parse_content(last.get("content"), where)
@@ -209,9 +305,9 @@ def _parse_messages(messages: Any, *, continue_final: bool = False) -> tuple[Pro
         else:
             raise ApiError(
                 400,
-                f"{where}: role {role!r} is not supported; send a system message (optional) and one user message "
-                "(then, to read the next token's logprobs after a partial reply, a final assistant message with "
-                "continue_final_message=true)",
+                f"{where}: role {_shown(role)} is not supported; send system messages (optional, joined in order) "
+                "and one user message (then, to read the next token's logprobs after a partial reply, a final "
+                "assistant message with continue_final_message=true)",
                 param="messages",
             )
     if user is None:
@@ -236,6 +332,7 @@ def _parse_content(content: Any, where: str) -> tuple[str, tuple[Image.Image, ..
             text = part.get("text")
             if not isinstance(text, str):
                 raise ApiError(400, f"{part_where}.text must be a string", param="messages")
+            _check_encodable(text, f"{part_where}.text")
             if IMAGE_PLACEHOLDER in text:
                 raise ApiError(
                     400,
@@ -249,7 +346,7 @@ def _parse_content(content: Any, where: str) -> tuple[str, tuple[Image.Image, ..
         else:
             raise ApiError(
                 400,
-                f"{part_where}: content part type {part_type!r} is not supported; use text and image_url",
+                f"{part_where}: content part type {_shown(part_type)} is not supported; use text and image_url",
                 param="messages",
             )
     return "".join(texts), tuple(images)
@@ -270,7 +367,7 @@ def _decode_image_part(image_url: Any, where: str) -> Image.Image:
     if not (url.startswith("data:image/") and comma and header.endswith(";base64")):
         raise ApiError(
             400,
-            f"{where}: image_url must be a base64 data URL (data:image/png;base64,...); got {url[:40]!r}",
+            f"{where}: image_url must be a base64 data URL (data:image/png;base64,...); got {_shown(url, 50)}",
             param="messages",
         )
     try:
@@ -279,8 +376,66 @@ def _decode_image_part(image_url: Any, where: str) -> Image.Image:
         raise ApiError(400, f"{where}: the image data URL is not valid base64 ({error})", param="messages") from error
     try:
         return load_image(raw)
-    except (ValueError, Image.DecompressionBombError) as error:
-        raise ApiError(400, f"{where}: {error}", param="messages") from error
+    except Exception as error:  # ValueError from load_image; any other decoder failure is the input's fault too
+        raise ApiError(400, f"{where}.image_url: {_image_problem(error)}", param="messages") from error
+
+
+#: what a stream of bytes is called in PIL's messages (``<_io.BytesIO object at 0x...>``), which means nothing here
+_STREAM_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+_BYTES_NAME = re.compile(r"^image <\d+ bytes> ")
+
+
+def _image_problem(error: Exception) -> str:
+    """What is wrong with a decoded data URL's image, in words about the request (no file names, no stream reprs)."""
+    if not isinstance(error, ValueError):
+        return f"the image is not a readable image ({type(error).__name__}: {_STREAM_REPR.sub('', str(error))})"
+    problem = _BYTES_NAME.sub("the image ", _STREAM_REPR.sub("", str(error)))
+    problem = problem.removesuffix("; check the file or remove it")
+    if "not a readable image" in problem:
+        problem += "; send a PNG, JPEG, WebP or GIF image"
+    return problem
+
+
+def _check_encodable(text: str, where: str) -> None:
+    """Refuse lone surrogates (``\\ud800`` escapes are valid JSON but no valid text): no tokenizer or reply takes them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ApiError(
+            400,
+            f"{where} holds an unpaired surrogate {_shown(error.object[error.start : error.end])}; send valid text",
+            param="messages",
+        ) from error
+
+
+def _parse_stop(stop: Any) -> tuple[str, ...]:
+    """``stop``: null, a string, or a list of up to :data:`MAX_STOP_SEQUENCES` non-empty strings."""
+    if stop is None:
+        return ()
+    sequences = [stop] if isinstance(stop, str) else stop
+    if (
+        not isinstance(sequences, list)
+        or len(sequences) > MAX_STOP_SEQUENCES
+        or not all(isinstance(sequence, str) and sequence for sequence in sequences)
+    ):
+        raise ApiError(
+            400,
+            f"stop must be a non-empty string or a list of up to {MAX_STOP_SEQUENCES} non-empty strings; "
+            f"got {_shown(stop)}",
+            param="stop",
+        )
+    for sequence in sequences:
+        try:
+            sequence.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ApiError(400, "stop holds an unpaired surrogate; send valid text", param="stop") from error
+    return tuple(sequences)
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` up to the first occurrence of any ``stop`` string (which is left out), and whether one occurred."""
+    cut = min((index for sequence in stop if (index := text.find(sequence)) >= 0), default=-1)
+    return (text, False) if cut < 0 else (text[:cut], True)
 
 
 def _parse_settings(data: dict[str, Any]) -> GenerationSettings:
@@ -294,14 +449,17 @@ def _parse_settings(data: dict[str, Any]) -> GenerationSettings:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKEN_BUDGET:
         raise ApiError(
             400,
-            f"{param} must be an integer in 1..{MAX_TOKEN_BUDGET} (the reasoning token budget); got {max_tokens!r}",
+            f"{param} must be an integer in 1..{MAX_TOKEN_BUDGET} (the reasoning token budget); "
+            f"got {_shown(max_tokens)}",
             param=param,
         )
     temperature = _number(data, "temperature", defaults.temperature)
     top_p = _number(data, "top_p", defaults.top_p)
     seed = data.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ApiError(400, f"seed must be an integer or null; got {seed!r}", param="seed")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]
+    ):
+        raise ApiError(400, f"seed must be null or an integer in [-2**63, 2**64 - 1]; got {_shown(seed)}", param="seed")
     try:
         return GenerationSettings(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     except ValueError as error:
@@ -314,5 +472,11 @@ def _number(data: dict[str, Any], name: str, default: float) -> float:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ApiError(400, f"{name} must be a number; got {value!r}", param=name)
-    return float(value)
+        raise ApiError(400, f"{name} must be a number; got {_shown(value)}", param=name)
+    try:
+        number = float(value)
+    except OverflowError as error:  # an integer past the float range
+        raise ApiError(400, f"{name} must be a finite number; got {_shown(value)}", param=name) from error
+    if not math.isfinite(number):  # 1e999 parses as infinity
+        raise ApiError(400, f"{name} must be a finite number; got {value!r}", param=name)
+    return number

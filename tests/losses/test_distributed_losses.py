@@ -55,6 +55,13 @@ def _cases() -> dict[str, Callable]:
         "matryoshka": MatryoshkaMultiVectorLoss(
             groups=((1, 1), (2, 2), (4, 4)), temperature=0.1, weights=(1.0, 0.5, 2.0)
         ),
+        "infonce_multi_vector_mean": InfoNCELoss(temperature=0.05, score_normalization="mean"),
+        "matryoshka_mean_per_group_temperatures": MatryoshkaMultiVectorLoss(
+            groups=((1, 1), (2, 2), (4, 4)),
+            temperature=(0.05, 0.1, 0.02),
+            weights=(1.0, 0.5, 2.0),
+            score_normalization="mean",
+        ),
     }
 
 
@@ -114,7 +121,7 @@ def _single_process(name: str) -> tuple[float, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("name", ["infonce_single_vector", "infonce_multi_vector", "matryoshka"])
+@pytest.mark.parametrize("name", list(_cases()))
 def test_ddp_matches_single_process(rank_results, name):
     expected_loss, expected_grads = _single_process(name)
     rank_losses = [results[name]["loss"] for results in rank_results]

@@ -23,6 +23,9 @@ PairedSimilarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HardNegativeMode = Literal["own", "all"]
 HARD_NEGATIVE_MODES: tuple[str, ...] = ("own", "all")
 
+ScoreNormalization = Literal["sum", "mean"]
+SCORE_NORMALIZATIONS: tuple[str, ...] = ("sum", "mean")
+
 
 def check_contrastive_inputs(
     query: torch.Tensor,
@@ -95,6 +98,16 @@ def check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
+def check_score_normalization(score_normalization: str) -> ScoreNormalization:
+    if not isinstance(score_normalization, str) or score_normalization not in SCORE_NORMALIZATIONS:
+        raise ValueError(
+            f"score_normalization must be one of {SCORE_NORMALIZATIONS} ('sum': MaxSim summed over the query "
+            "vectors, as MetaEmbed; 'mean': that sum divided by the number of query vectors, as colpali-engine's "
+            f"normalize_scores); got {score_normalization!r}"
+        )
+    return score_normalization  # type: ignore[return-value]
+
+
 def check_hard_negative_mode(hard_negatives: str) -> HardNegativeMode:
     if hard_negatives not in HARD_NEGATIVE_MODES:
         raise ValueError(
@@ -147,6 +160,7 @@ def info_nce(
     paired_similarity: PairedSimilarity,
     hard_negatives: HardNegativeMode,
     temperature: float,
+    score_divisor: int = 1,
 ) -> torch.Tensor:
     """The InfoNCE loss of local queries against already-gathered positives and local hard negatives.
 
@@ -159,12 +173,17 @@ def info_nce(
         paired_similarity: ``(B, ...) x (B, K, ...) -> (B, K)``.
         hard_negatives: ``"own"`` or ``"all"``, see :func:`hard_negative_scores`.
         temperature: the softmax temperature.
+        score_divisor: every score is divided by it before the temperature (the number of query vectors
+            for a mean MaxSim); 1 leaves the scores untouched.
     """
     batch = query.shape[0]
     positive_scores = check_score_matrix(similarity(query, positives), batch, positives.shape[0], "positives")
     negative_scores = None
     if negatives is not None:
         negative_scores = hard_negative_scores(query, negatives, hard_negatives, similarity, paired_similarity)
+    if score_divisor != 1:  # skipped for 1, so the summed scores stay bit-for-bit MetaEmbed's
+        positive_scores = positive_scores / score_divisor  # (B, N)
+        negative_scores = None if negative_scores is None else negative_scores / score_divisor  # (B, M)
     return contrastive_cross_entropy(positive_scores, negative_scores, temperature, offset)
 
 

@@ -9,10 +9,12 @@ from torch import nn
 from mmcascade.losses._contrastive import (
     HardNegativeMode,
     PairedSimilarity,
+    ScoreNormalization,
     Similarity,
     check_contrastive_inputs,
     check_hard_negative_mode,
     check_score_matrix,
+    check_score_normalization,
     check_temperature,
     info_nce,
 )
@@ -67,6 +69,10 @@ class InfoNCELoss(nn.Module):
         gather_across_devices: under ``torch.distributed`` with several ranks, contrast each query with
             the positives of every rank (gathered with gradient). Queries are not gathered, so DDP's
             averaged gradient equals the single-process gradient over the global batch (with "own").
+        score_normalization: ``"sum"`` (MetaEmbed) uses the multi-vector scores as the similarity returns
+            them; ``"mean"`` divides each by the number of query vectors ``Q`` before the temperature
+            (colpali-engine's ``normalize_scores``), so logits stay within ``±1 / temperature``. Single
+            vectors are one query vector each: both modes agree.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class InfoNCELoss(nn.Module):
         similarity: Similarity | None = None,
         hard_negatives: HardNegativeMode = "own",
         gather_across_devices: bool = True,
+        score_normalization: ScoreNormalization = "sum",
     ) -> None:
         super().__init__()
         if similarity is not None and not callable(similarity):
@@ -85,6 +92,7 @@ class InfoNCELoss(nn.Module):
         self.similarity = similarity
         self.hard_negatives: HardNegativeMode = check_hard_negative_mode(hard_negatives)
         self.gather_across_devices = bool(gather_across_devices)
+        self.score_normalization: ScoreNormalization = check_score_normalization(score_normalization)
 
     def forward(
         self, query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None
@@ -111,6 +119,7 @@ class InfoNCELoss(nn.Module):
             paired_similarity=paired_similarity,
             hard_negatives=self.hard_negatives,
             temperature=self.temperature,
+            score_divisor=query.shape[1] if multi_vector and self.score_normalization == "mean" else 1,
         )
 
     def _similarities(self, multi_vector: bool) -> tuple[Similarity, PairedSimilarity]:
@@ -126,5 +135,5 @@ class InfoNCELoss(nn.Module):
         )
         return (
             f"temperature={self.temperature}, similarity={similarity}, hard_negatives={self.hard_negatives!r}, "
-            f"gather_across_devices={self.gather_across_devices}"
+            f"gather_across_devices={self.gather_across_devices}, score_normalization={self.score_normalization!r}"
         )

@@ -11,8 +11,10 @@ from torch import nn
 
 from mmcascade.losses._contrastive import (
     HardNegativeMode,
+    ScoreNormalization,
     check_contrastive_inputs,
     check_hard_negative_mode,
+    check_score_normalization,
     check_temperature,
     info_nce,
 )
@@ -31,30 +33,41 @@ class MatryoshkaMultiVectorLoss(nn.Module):
     (divided by the number of groups, not by the sum of the weights, as MetaEmbed's code does).
     The positives are gathered across devices once and sliced per group. Vectors are used as given
     (MetaEmbed L2-normalises each one in the model), and MaxSim is a sum over query vectors, so larger
-    groups have larger logits at the same temperature.
+    groups have larger logits at the same temperature (up to 16 / 0.03 ~ 533 at (16, 64)): ``"mean"``
+    scores or per-group temperatures keep every group's softmax equally sharp.
 
     Args:
         groups: ``(nq, nd)`` budgets; each must fit the inputs' vector counts at call time.
-        temperature: softmax temperature, > 0 (MetaEmbed's MMR config uses 0.03 on summed MaxSim).
+        temperature: softmax temperature, > 0 (MetaEmbed's MMR config uses 0.03 on summed MaxSim): one
+            number for every group, or a sequence with one per group, in the order of ``groups``.
         weights: one non-negative weight per group; None means all 1.0.
         hard_negatives: ``"own"`` (MetaEmbed) or ``"all"``, as in :class:`~mmcascade.losses.InfoNCELoss`.
         gather_across_devices: contrast against the positives of every rank, gathered with gradient.
+        score_normalization: ``"sum"`` (MetaEmbed): MaxSim summed over a group's ``nq`` query vectors;
+            ``"mean"``: that sum divided by ``nq`` before the temperature (colpali-engine's
+            ``normalize_scores``; meta tokens have no padding, so the count is the budget ``nq``).
     """
 
     def __init__(
         self,
         groups: Sequence[tuple[int, int]] = DEFAULT_GROUPS,
-        temperature: float = 0.03,
+        temperature: float | Sequence[float] = 0.03,
         weights: Sequence[float] | None = None,
         hard_negatives: HardNegativeMode = "own",
         gather_across_devices: bool = True,
+        score_normalization: ScoreNormalization = "sum",
     ) -> None:
         super().__init__()
         self.groups: tuple[tuple[int, int], ...] = _check_groups(groups)
         self.weights: tuple[float, ...] = _check_weights(weights, len(self.groups))
-        self.temperature = check_temperature(temperature)
+        self.temperatures: tuple[float, ...] = check_group_temperatures(temperature, len(self.groups))
+        # As given: one float, or a tuple with one per group (what extra_repr and configs show).
+        self.temperature: float | tuple[float, ...] = (
+            self.temperatures if isinstance(temperature, Sequence) else self.temperatures[0]
+        )
         self.hard_negatives: HardNegativeMode = check_hard_negative_mode(hard_negatives)
         self.gather_across_devices = bool(gather_across_devices)
+        self.score_normalization: ScoreNormalization = check_score_normalization(score_normalization)
 
     def forward(
         self, query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None
@@ -87,7 +100,7 @@ class MatryoshkaMultiVectorLoss(nn.Module):
         positive = positive[:, :max_doc_vectors]  # (B, max_nd, d)
         positives, offset = gather_positives(positive) if self.gather_across_devices else (positive, 0)
         losses: dict[tuple[int, int], torch.Tensor] = {}
-        for query_vectors, doc_vectors in self.groups:
+        for (query_vectors, doc_vectors), temperature in zip(self.groups, self.temperatures, strict=True):
             budgets = {"query_budget": query_vectors, "doc_budget": doc_vectors}
             losses[(query_vectors, doc_vectors)] = info_nce(
                 query,
@@ -97,7 +110,8 @@ class MatryoshkaMultiVectorLoss(nn.Module):
                 similarity=functools.partial(maxsim, **budgets),
                 paired_similarity=functools.partial(maxsim_paired, **budgets),
                 hard_negatives=self.hard_negatives,
-                temperature=self.temperature,
+                temperature=temperature,
+                score_divisor=query_vectors if self.score_normalization == "mean" else 1,
             )
         return losses
 
@@ -115,8 +129,25 @@ class MatryoshkaMultiVectorLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"groups={self.groups}, weights={self.weights}, temperature={self.temperature}, "
-            f"hard_negatives={self.hard_negatives!r}, gather_across_devices={self.gather_across_devices}"
+            f"hard_negatives={self.hard_negatives!r}, gather_across_devices={self.gather_across_devices}, "
+            f"score_normalization={self.score_normalization!r}"
         )
+
+
+def check_group_temperatures(temperature: float | Sequence[float], n_groups: int) -> tuple[float, ...]:
+    """One positive temperature per group, from one number (every group) or a sequence of ``n_groups``."""
+    if isinstance(temperature, (str, bytes)) or not isinstance(temperature, (int, float, Sequence)):
+        raise ValueError(
+            f"temperature must be a positive number or a sequence of {n_groups} (one per group); got {temperature!r}"
+        )
+    if not isinstance(temperature, Sequence):
+        return (check_temperature(temperature),) * n_groups
+    if len(temperature) != n_groups:
+        raise ValueError(
+            f"temperature must have one value per group: got {len(temperature)} temperatures for {n_groups} "
+            f"groups ({list(temperature)}); give one number for every group or {n_groups} values"
+        )
+    return tuple(check_temperature(value) for value in temperature)
 
 
 def _check_groups(groups: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

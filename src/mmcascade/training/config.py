@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mmcascade.losses.matryoshka import DEFAULT_GROUPS
+from mmcascade.losses.matryoshka import DEFAULT_GROUPS, check_group_temperatures
 
 
 @dataclass
@@ -37,11 +37,24 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
+    """The contrastive loss. ``temperature``: one number, or (matryoshka only) one per entry of ``groups``.
+    ``score_normalization``: ``sum`` (MetaEmbed) or ``mean`` (MaxSim divided by the query vectors scored)."""
+
     type: Literal["matryoshka", "infonce"] = "matryoshka"
-    temperature: float = 0.03
+    temperature: float | list[float] = 0.03
     groups: list[tuple[int, int]] = field(default_factory=lambda: [tuple(group) for group in DEFAULT_GROUPS])
     weights: list[float] | None = None
     hard_negatives: Literal["own", "all"] = "own"
+    score_normalization: Literal["sum", "mean"] = "sum"
+
+    def __post_init__(self) -> None:
+        if self.type == "infonce" and isinstance(self.temperature, list):
+            raise ValueError(
+                f"temperature {self.temperature} gives one value per group, which only type 'matryoshka' has; "
+                "give one number for type 'infonce'"
+            )
+        if self.type == "matryoshka":
+            check_group_temperatures(self.temperature, len(self.groups))
 
 
 @dataclass

@@ -29,9 +29,14 @@ class ContrastiveLoss:
                 temperature=config.temperature,
                 weights=config.weights,
                 hard_negatives=config.hard_negatives,
+                score_normalization=config.score_normalization,
             )
         else:
-            self.module = InfoNCELoss(temperature=config.temperature, hard_negatives=config.hard_negatives)
+            self.module = InfoNCELoss(
+                temperature=config.temperature,
+                hard_negatives=config.hard_negatives,
+                score_normalization=config.score_normalization,
+            )
 
     def __call__(
         self, query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None

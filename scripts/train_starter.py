@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from mmcascade import Embedder
+from mmcascade.budget import MATRYOSHKA_BUDGETS, Budget
 from mmcascade.data.records import read_records
 from mmcascade.data.synthetic.starter_split import build_starter_data
 from mmcascade.evaluation import evaluate_records
@@ -28,7 +29,7 @@ from mmcascade.training.trainer import train_from_config
 from mmcascade.utils.fs import atomic_directory
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGETS = [(1, 1), (2, 4), (4, 8), (8, 16), (16, 64)]
+BUDGETS = Budget.parse_many(MATRYOSHKA_BUDGETS)
 ASSET = ROOT / "src" / "mmcascade" / "assets" / "starter"
 
 
@@ -163,7 +164,7 @@ negatives of that task's held-out records); a tie with another document counts a
 
 Per task (budgets in the order above, then the baseline):
 
-| task | {" | ".join(f"({q},{d})" for q, d in BUDGETS)} | baseline |
+| task | {" | ".join(f"({b.query_vectors},{b.document_vectors})" for b in BUDGETS)} | baseline |
 |---|{"---|" * (len(BUDGETS) + 1)}
 {chr(10).join(task_rows)}
 

@@ -26,6 +26,7 @@ from mmcascade.backbones.starter.components import load_text_model, load_vision_
 from mmcascade.backbones.starter.image_features import FrozenImageFeatures
 from mmcascade.backbones.starter.processing_starter import StarterProcessor
 from mmcascade.data.items import Item
+from mmcascade.utils.progress import library_progress
 
 MODEL_TYPE = "mmcascade_starter"
 WEIGHTS_NAME = "model.safetensors"
@@ -112,7 +113,7 @@ class StarterBackbone(FrozenImageFeatures, Backbone):
     @classmethod
     def save_base(cls, folder: str | os.PathLike) -> None:
         """Write the untrained checkpoint of ``models.ALIASES`` (seeded: the same weights on every machine)."""
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), library_progress():
             torch.manual_seed(0)
             cls.from_components().save_pretrained(folder)
 

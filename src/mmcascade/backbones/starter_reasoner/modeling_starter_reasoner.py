@@ -36,6 +36,7 @@ from mmcascade.backbones.starter_reasoner.processing_starter_reasoner import (
     StarterReasonerProcessor,
 )
 from mmcascade.data.items import Item
+from mmcascade.utils.progress import library_progress
 
 MODEL_TYPE = "mmcascade_starter_reasoner"
 WEIGHTS_NAME = "model.safetensors"  # projector (+ image encoder when changed)
@@ -166,7 +167,7 @@ class StarterReasonerBackbone(FrozenImageFeatures, Backbone):
     @classmethod
     def save_base(cls, folder: str | os.PathLike) -> None:
         """Write the untrained checkpoint of ``models.ALIASES`` (seeded: the same weights on every machine)."""
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), library_progress():
             torch.manual_seed(0)
             cls.from_components().save_pretrained(folder)
 

@@ -98,6 +98,11 @@ class OptimConfig:
     log_every: int = 10
     progress_bar: bool = True
     autocast: Literal["bfloat16", "float16"] | None = None  # mixed precision for the forward passes
+    # Frozen backbone + unified head (attention_pooler, self_attention): compute each item's source_layer
+    # states once and train the head on them (training/state_cache.py); spilled to <output_dir>/state_cache/.
+    cache_backbone_states: bool = False
+    state_cache_dtype: Literal["float32", "bfloat16"] = "float32"
+    state_cache_spill: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "save_every", "log_every", "keep_checkpoints"):

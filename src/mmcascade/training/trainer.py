@@ -27,6 +27,7 @@ from mmcascade.training.finetune import apply_finetune_mode, merge_lora, trainab
 from mmcascade.training.grad_cache import ContrastiveBatch, contrastive_step
 from mmcascade.training.loop import DTYPES, TrainerParts
 from mmcascade.training.objective import ContrastiveLoss
+from mmcascade.training.state_cache import CACHE_DIR, BackboneStateCache
 from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file
 
 MAX_DEFAULT_NEGATIVES = 8
@@ -89,6 +90,9 @@ class EmbedderTrainer(TrainerParts):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.output_dir = Path(optim.output_dir)
         self.step = 0
+        self.state_cache = self._make_state_cache()
+        # what a step encodes with: the whole embedder, or the head on cached backbone states
+        self.encoder = self.state_cache or embedder
 
     # ----------------------------------------------------------------------------------- public
     def train(self, resume_from: str | os.PathLike | None = None) -> Path:
@@ -111,7 +115,7 @@ class EmbedderTrainer(TrainerParts):
                 batch = self._batch(epoch, step_in_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
                 with self._autocast():
-                    loss, metrics = contrastive_step(self.embedder, batch, self.loss, self.optim.micro_batch_size)
+                    loss, metrics = contrastive_step(self.encoder, batch, self.loss, self.optim.micro_batch_size)
                 self._average_gradients_across_ranks()
                 loss, metrics = self._average_metrics_across_ranks(loss, metrics)
                 grad_norm = self._clip_gradients()
@@ -145,6 +149,12 @@ class EmbedderTrainer(TrainerParts):
         return self._save_final()
 
     # ----------------------------------------------------------------------------------- data
+    def _make_state_cache(self) -> BackboneStateCache | None:
+        if not self.optim.cache_backbone_states:
+            return None
+        spill_dir = self.output_dir / CACHE_DIR if self.optim.state_cache_spill else None
+        return BackboneStateCache(self.embedder, self.optim.state_cache_dtype, spill_dir, rank=self.rank)
+
     def _batch(self, epoch: int, step_in_epoch: int) -> ContrastiveBatch:
         # The order depends only on (seed, epoch): a resumed run sees exactly the batches it would have.
         order = np.random.default_rng([self.optim.seed, epoch]).permutation(len(self.records))
@@ -198,6 +208,8 @@ class EmbedderTrainer(TrainerParts):
 
     # ----------------------------------------------------------------------------------- persistence
     def _save_checkpoint(self) -> None:
+        if self.state_cache is not None:
+            self.state_cache.spill(self.step)  # every rank spills the states it computed
         if self.rank == 0:
             state = {
                 "step": self.step,
@@ -222,6 +234,8 @@ class EmbedderTrainer(TrainerParts):
 
     def _save_final(self) -> Path:
         final = self.output_dir / "final"
+        if self.state_cache is not None:
+            self.state_cache.spill(self.step)
         if self.rank == 0:
             merge_lora(self.peft_model)
             self.embedder.save_pretrained(final)

@@ -14,6 +14,7 @@ from mmcascade.data import scenes as old_scenes
 from mmcascade.data import starter_data
 from mmcascade.data.synthetic import mini_benchmark, scenes, starter_split, teacher
 from mmcascade.data.synthetic.sources import (
+    check_build_settings,
     check_replaceable,
     digit_image,
     digit_label,
@@ -89,3 +90,21 @@ def test_old_import_paths_still_work() -> None:
     assert old_teacher.TemplatedTeacher is teacher.TemplatedTeacher
     for module in (old_scenes, starter_data, old_mini_benchmark, old_teacher):
         assert all(hasattr(module, name) for name in module.__all__), module.__name__
+
+
+@pytest.mark.parametrize(
+    ("seed", "scale", "message"),
+    [
+        (-1, 1.0, "seed must be"),
+        (True, 1.0, "seed must be"),
+        (1.5, 1.0, "seed must be"),
+        (0, 0, "scale must be"),
+        (0, float("inf"), "scale must be"),
+        (0, True, "scale must be"),
+        (0, "1", "scale must be"),
+    ],
+)
+def test_every_generator_refuses_the_same_bad_seeds_and_scales(seed, scale, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_build_settings(seed, scale)
+    check_build_settings(0, 0.5)  # and accepts a good pair

@@ -41,6 +41,7 @@ from mmcascade.data.synthetic import scenes
 from mmcascade.data.synthetic.sources import (
     DIGIT_WORDS,
     Sources,
+    check_build_settings,
     check_replaceable,
     digit_image,
     load_sources,
@@ -151,10 +152,7 @@ def build_out_of_generator(
         ImportError: easy-vqa, conformal-clip-data or scikit-learn is missing (naming the pip command).
         FileExistsError: ``out_dir`` holds something other than an earlier build.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number; got {scale!r}")
+    check_build_settings(seed, scale)
     sources = load_sources("building the out-of-generator evaluation set")
     out_dir = Path(out_dir).expanduser() if out_dir is not None else default_folder()
     check_replaceable(out_dir, name=DATASET_NAME, what="out-of-generator")

@@ -133,6 +133,14 @@ def check_replaceable(out_dir: Path, *, name: str, what: str) -> None:
 # random streams, digests, picks
 
 
+def check_build_settings(seed: Any, scale: Any) -> None:
+    """A generator's ``seed`` (a non-negative int) and ``scale`` (a positive finite number), or a ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number; got {scale!r}")
+
+
 def stream(seed: int, *names: str) -> np.random.Generator:
     """An independent random stream per (seed, names): changing one task's count leaves the others alone."""
     return np.random.default_rng([seed, *(zlib.crc32(name.encode()) for name in names)])

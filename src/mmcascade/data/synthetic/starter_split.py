@@ -35,6 +35,7 @@ from mmcascade.data.synthetic import scenes
 from mmcascade.data.synthetic.sources import (
     TEXTILE_LABELS,
     Sources,
+    check_build_settings,
     check_replaceable,
     digit_image,
     digit_label,
@@ -104,10 +105,7 @@ def build_starter_data(out_dir: str | os.PathLike, *, seed: int = 0, scale: floa
         ImportError: easy-vqa, conformal-clip-data or scikit-learn is missing (with the pip command).
         FileExistsError: ``out_dir`` holds something other than an earlier build.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number; got {scale!r}")
+    check_build_settings(seed, scale)
     sources = load_sources("building the starter data")  # fail on a missing package before touching out_dir
     out_dir = Path(out_dir).expanduser()
     check_replaceable(out_dir, name=DATASET_NAME, what="starter-data")

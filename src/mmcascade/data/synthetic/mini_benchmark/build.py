@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from mmcascade.data.records import read_records
@@ -30,7 +29,13 @@ from mmcascade.data.synthetic.mini_benchmark.layout import (
     instructions,
 )
 from mmcascade.data.synthetic.mini_benchmark.scene_tasks import SCENES_SOURCE, scenes_i2t, scenes_t2i, scenes_vg
-from mmcascade.data.synthetic.sources import check_replaceable, load_sources, pixel_digest, read_manifest
+from mmcascade.data.synthetic.sources import (
+    check_build_settings,
+    check_replaceable,
+    load_sources,
+    pixel_digest,
+    read_manifest,
+)
 from mmcascade.models import cache_root
 from mmcascade.utils.fs import atomic_directory
 
@@ -62,10 +67,7 @@ def build_mini_benchmark(out_dir: str | os.PathLike, *, seed: int = 0, scale: fl
         FileExistsError: ``out_dir`` holds something other than an earlier build of this benchmark.
         RuntimeError: a source has fewer suitable samples than needed, or a safety check failed.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number; got {scale!r}")
+    check_build_settings(seed, scale)
     sources = load_sources("building the mini MMEB benchmark")  # fail on a missing package before touching out_dir
     out_dir = Path(out_dir).expanduser()
     check_replaceable(out_dir, name=BENCHMARK_NAME, what="mini-MMEB")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import struct
@@ -20,6 +21,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from mmcascade.backbones.testing import build_tiny_checkpoint
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+
+# Every index backend, skipped where its package is missing; `backend_name` runs a test on each.
+BACKENDS = [
+    pytest.param("exact", id="exact"),
+    pytest.param(
+        "qdrant-edge",
+        id="qdrant-edge",
+        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_edge") is None, reason="qdrant-edge-py missing"),
+    ),
+    pytest.param(
+        "qdrant",
+        id="qdrant-local",
+        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="qdrant-client missing"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="session")

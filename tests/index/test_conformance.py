@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import threading
 import time
@@ -20,19 +19,6 @@ from mmcascade.search import Index
 DIM, N_VECTORS = 16, 4
 SPEC = StoreSpec(dim=DIM, num_vectors=N_VECTORS)
 
-BACKENDS = [
-    pytest.param("exact", id="exact"),
-    pytest.param(
-        "qdrant-edge",
-        id="qdrant-edge",
-        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_edge") is None, reason="qdrant-edge-py missing"),
-    ),
-    pytest.param(
-        "qdrant",
-        id="qdrant-local",
-        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="qdrant-client missing"),
-    ),
-]
 # Approximate backends may store float16; scores are compared at this tolerance.
 SCORE_TOLERANCE = 2e-2
 
@@ -54,11 +40,6 @@ def brute_force(queries: torch.Tensor, documents: torch.Tensor, ids: list[str], 
     scores = maxsim(queries, documents)  # (n_q, n_d)
     order = scores.argsort(dim=1, descending=True)[:, :k]
     return [[ids[index] for index in row] for row in order.tolist()]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_name(request: pytest.FixtureRequest) -> str:
-    return request.param
 
 
 @pytest.fixture

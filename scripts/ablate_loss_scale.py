@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from mmcascade import Embedder
 from mmcascade.budget import MATRYOSHKA_BUDGETS, Budget
-from mmcascade.data.records import TrainingRecord, read_records, write_records
-from mmcascade.data.synthetic.starter_split import build_starter_data
+from mmcascade.data.records import read_records, write_records
+from mmcascade.data.synthetic.starter_split import build_starter_data, carve_validation
 from mmcascade.evaluation import evaluate_records
 from mmcascade.training.trainer import train_from_config
 
@@ -65,15 +63,6 @@ def main() -> None:
     REPORT.mkdir(parents=True, exist_ok=True)
     (REPORT / "results.json").write_text(json.dumps(payload, indent=2))
     (REPORT / "README.md").write_text(report(payload, budgets))
-
-
-def carve_validation(records: list[TrainingRecord], per_task: int) -> tuple[list[TrainingRecord], list[TrainingRecord]]:
-    """A seeded, task-stratified validation split (``per_task`` records per task) and the rest for training."""
-    by_task: dict[str, list[int]] = defaultdict(list)
-    for index, record in enumerate(records):
-        by_task[str(record.meta.get("task"))].append(index)
-    chosen = {index for task in sorted(by_task) for index in random.Random(task).sample(by_task[task], per_task)}
-    return [r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen]
 
 
 def standard_error(p: float, n: int) -> float:

@@ -25,6 +25,7 @@ from types import ModuleType
 from mmcascade import Embedder
 from mmcascade.budget import Budget
 from mmcascade.data.records import read_records, write_records
+from mmcascade.data.synthetic.starter_split import carve_validation
 from mmcascade.evaluation import evaluate_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,7 @@ def sibling(name: str) -> ModuleType:
 
 
 def split(data: Path, work: Path) -> None:
-    train, validation = sibling("ablate_loss_scale").carve_validation(read_records(data / "train.jsonl"), 60)
+    train, validation = carve_validation(read_records(data / "train.jsonl"), 60)
     write_records(work / "train.jsonl", train)
     write_records(work / "val.jsonl", validation)
     print(f"{len(train)} training and {len(validation)} validation records in {work}")

@@ -89,6 +89,13 @@ ALIASES: dict[str, ModelAlias] = {
             build_hint="`make starter` (about 30 minutes on a CPU)",
         ),
         ModelAlias(
+            "starter-embedder-minilm",
+            "embedder",
+            "the first starter embedder (MiniLM with image tokens, adapters and meta tokens), superseded",
+            asset="starter_minilm",
+            build_hint="`python scripts/train_starter_minilm.py`",
+        ),
+        ModelAlias(
             "starter-reasoner",
             "generative",
             "the trained starter reasoner / reranker shipped in this package",
@@ -123,7 +130,7 @@ SHORTHANDS: dict[str, dict[Role, str]] = {
 }
 
 #: the generative model that serves an embedder by default (``--think`` / ``--rerank`` without a model)
-COMPANION_REASONERS = {"starter-embedder": "starter-reasoner"}
+COMPANION_REASONERS = {"starter-embedder": "starter-reasoner", "starter-embedder-minilm": "starter-reasoner"}
 
 
 def canonical_name(name: str | os.PathLike, role: Role = "embedder") -> str:

@@ -30,33 +30,46 @@ def backbone() -> StarterFeaturesBackbone:
     return StarterFeaturesBackbone.from_components(StarterFeaturesConfig(image_size=96))  # 3x3 cells
 
 
-def test_width_is_text_plus_channels_plus_cell_code_plus_two_flags() -> None:
-    assert StarterFeaturesConfig(image_size=224).hidden_size == 384 + 1280 + 49 + 2
+def test_width_is_text_plus_channels_plus_cell_code_plus_three_flags() -> None:
+    assert StarterFeaturesConfig(image_size=224).hidden_size == 384 + 1280 + 49 + 3
     assert StarterFeaturesConfig(image_size=160).cells == 25
 
 
-def test_rows_are_minilm_states_sentence_mean_cells_and_image_mean(backbone: StarterFeaturesBackbone) -> None:
+def test_rows_are_instruction_and_text_states_sentence_mean_cells_and_image_mean(
+    backbone: StarterFeaturesBackbone,
+) -> None:
     image = random_image(3)
     with torch.no_grad():
         output = backbone(backbone.prepare([Item(text="a red circle", instruction="Find it", images=[image])]))
         text_model, tokenizer = load_text_model()
-        encoded = tokenizer("Find it", "a red circle", return_tensors="pt")  # [CLS] a [SEP] b [SEP]
-        states = text_model(input_ids=encoded["input_ids"]).last_hidden_state[0]  # (T, 384)
+        instruction = text_model(**tokenizer("Find it", return_tensors="pt")).last_hidden_state[0]  # (Ti, 384)
+        text = text_model(**tokenizer("a red circle", return_tensors="pt")).last_hidden_state[0]  # (Tt, 384)
         cells = load_vision_model().eval().extract_features(efficientnet_pixels(image, 96)[None])  # (1, 1280, 3, 3)
     cells = cells[0].flatten(1).T  # (9, 1280), row-major
     rows = output.last_hidden_state[0]  # (L, H), one item: no padding
-    n_tokens = states.shape[0]
-    assert rows.shape == (n_tokens + 1 + 9 + 1, 384 + 1280 + 9 + 2)
+    n_i, n_t = instruction.shape[0], text.shape[0]
+    assert rows.shape == (n_i + n_t + 1 + 9 + 1, 384 + 1280 + 9 + 3)
     assert output.attention_mask.tolist() == [[1] * rows.shape[0]]
-    torch.testing.assert_close(rows[:n_tokens, :TEXT_WIDTH], states, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(rows[n_tokens, :TEXT_WIDTH], states.mean(0), atol=1e-4, rtol=1e-4)
-    assert rows[n_tokens, -1] == 1 and rows[:n_tokens, TEXT_WIDTH:].abs().sum() == 0
-    image_rows = rows[n_tokens + 1 :]
+    torch.testing.assert_close(rows[:n_i, :TEXT_WIDTH], instruction, atol=1e-4, rtol=1e-4)
+    assert rows[:n_i, -3].eq(1).all() and rows[n_i:, -3].eq(0).all()
+    torch.testing.assert_close(rows[n_i : n_i + n_t, :TEXT_WIDTH], text, atol=1e-4, rtol=1e-4)
+    sentence = rows[n_i + n_t]
+    torch.testing.assert_close(sentence[:TEXT_WIDTH], text.mean(0), atol=1e-4, rtol=1e-4)
+    assert sentence[-1] == 1 and rows[: n_i + n_t + 1, TEXT_WIDTH:-3].abs().sum() == 0
+    image_rows = rows[n_i + n_t + 1 :]
     torch.testing.assert_close(image_rows[:9, TEXT_WIDTH : TEXT_WIDTH + VISION_CHANNELS], cells, atol=1e-4, rtol=1e-4)
-    assert torch.equal(image_rows[:9, TEXT_WIDTH + VISION_CHANNELS : -2], torch.eye(9))
+    assert torch.equal(image_rows[:9, TEXT_WIDTH + VISION_CHANNELS : -3], torch.eye(9))
     torch.testing.assert_close(image_rows[9, TEXT_WIDTH : TEXT_WIDTH + VISION_CHANNELS], cells.mean(0))
     assert image_rows[9, -2] == 1 and image_rows[:, :TEXT_WIDTH].abs().sum() == 0
     assert output.hidden_states is not None and output.hidden_states[-1] is output.last_hidden_state
+
+
+def test_an_image_alone_has_no_text_rows_and_an_empty_item_still_has_a_sentence(
+    backbone: StarterFeaturesBackbone,
+) -> None:
+    with torch.no_grad():
+        image_only = backbone(backbone.prepare([Item(images=[random_image(2)])])).last_hidden_state[0]
+    assert image_only.shape[0] == 9 + 1 and image_only[:, :TEXT_WIDTH].abs().sum() == 0
 
 
 def test_a_batch_is_left_padded_and_each_row_matches_its_item_alone(backbone: StarterFeaturesBackbone) -> None:

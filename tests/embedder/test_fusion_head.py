@@ -71,3 +71,30 @@ def test_bad_options_and_overlong_inputs_are_named() -> None:
     head = make_head(max_positions=4)
     with pytest.raises(ValueError, match="max_positions"):
         head(torch.randn(1, 5, 20), torch.ones(1, 5), "query")
+
+
+def test_the_pooled_skip_starts_as_a_linear_map_of_the_real_rows_mean() -> None:
+    head = make_head(pooled_skip=True)
+    with torch.no_grad():  # silence the transformer path: only the pooled map is left
+        head.projection.weight.zero_()
+        head.projection.bias.zero_()
+    rows = torch.randn(1, 4, 20)
+    padded = torch.cat([torch.full((1, 2, 20), 50.0), rows], dim=1)  # padding rows must not enter the mean
+    vectors = head(padded, torch.tensor([[0, 0, 1, 1, 1, 1]]), "document")  # (1, 5, 8)
+    expected = torch.nn.functional.normalize(head.pooled_projection(rows[0].mean(0)), dim=-1)  # (8,)
+    torch.testing.assert_close(vectors[0], expected.expand(5, -1), atol=1e-5, rtol=1e-5)
+    assert make_head().pooled_projection is None
+
+
+def test_the_pooled_skip_learns_which_rows_to_pool() -> None:
+    head = make_head(pooled_skip=True)
+    with torch.no_grad():
+        head.projection.weight.zero_()
+        head.projection.bias.zero_()
+        head.pool_scores.weight.zero_()
+        head.pool_scores.weight[0, 0] = 1000.0  # rows with a large first feature win the pool
+    rows = torch.randn(1, 4, 20)
+    rows[0, :, 0] = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    vectors = head(rows, torch.ones(1, 4), "query")
+    expected = torch.nn.functional.normalize(head.pooled_projection(rows[0, 2]), dim=-1)
+    torch.testing.assert_close(vectors[0, 0], expected, atol=1e-5, rtol=1e-5)

@@ -10,7 +10,13 @@ from mmcascade.training.config import TrainConfig
 from mmcascade.utils.config import load_config_file
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-EMBEDDER_CONFIGS = ["starter.yaml", "starter-baseline.yaml", "starter-unified.yaml", "starter-fusion.yaml"]
+EMBEDDER_CONFIGS = [
+    "starter.yaml",
+    "starter-baseline.yaml",
+    "starter-unified.yaml",
+    "starter-fusion.yaml",
+    "starter-fusion-single.yaml",
+]
 
 
 @pytest.mark.parametrize("name", EMBEDDER_CONFIGS)

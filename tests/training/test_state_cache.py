@@ -151,6 +151,11 @@ def test_the_backbone_runs_once_per_distinct_item_and_a_resumed_run_reuses_the_s
     assert spilled
     reloaded = BackboneStateCache(trainer.embedder, spill_dir=tmp_path / "run" / CACHE_DIR)
     assert set(reloaded.states) == set(trainer.state_cache.states) and reloaded.items_computed == 0
+    trainer.embedder.backbone.states_version = 7  # the same weights, but code that computes other states
+    with pytest.raises(ValueError, match="another backbone"):
+        BackboneStateCache(trainer.embedder, spill_dir=tmp_path / "run" / CACHE_DIR)
+    del trainer.embedder.backbone.states_version
+    BackboneStateCache(trainer.embedder, spill_dir=tmp_path / "run" / CACHE_DIR)  # back to the cached one
     with torch.no_grad():
         trainer.embedder.backbone.text_decoder().layers[0].mlp.up_proj.weight.add_(0.5)  # another backbone
     with pytest.raises(ValueError, match="another backbone"):

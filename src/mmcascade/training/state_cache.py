@@ -186,9 +186,12 @@ def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _signature(backbone: Backbone, source_layer: int, store_dtype: torch.dtype) -> str:
-    """What cached states depend on besides the item: every backbone weight (a rounded float64 sum per
-    tensor: cheap, and the same whatever the thread count), the layer read and the stored dtype."""
-    digest = hashlib.sha256(f"{backbone.family}|{source_layer}|{store_dtype}".encode())
+    """What cached states depend on besides the item: the backbone's family, config and ``states_version`` (bumped
+    when a family's code computes different states), every backbone weight (a rounded float64 sum per tensor:
+    cheap, and the same whatever the thread count), the layer read and the stored dtype."""
+    version = getattr(backbone, "states_version", 0)
+    config = getattr(backbone, "config", None)
+    digest = hashlib.sha256(f"{backbone.family}|{version}|{config!r}|{source_layer}|{store_dtype}".encode())
     with torch.no_grad():
         for name, tensor in backbone.named_parameters():
             digest.update(f"{name}:{float(tensor.double().sum()):.9g}|".encode())

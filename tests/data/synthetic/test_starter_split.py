@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mmcascade.data.records import TrainingRecord, read_records
-from mmcascade.data.synthetic.starter_split import build_starter_data
+from mmcascade.data.synthetic.starter_split import build_starter_data, carve_validation
 
 TASKS = {"caption_to_image", "image_to_caption", "vqa", "textile_label", "digit_label"}
 SCALE = 0.02
@@ -176,3 +176,16 @@ def test_a_missing_optional_package_names_the_pip_command(tmp_path: Path, monkey
     with pytest.raises(ImportError, match="pip install easy-vqa conformal-clip-data scikit-learn"):
         build_starter_data(tmp_path / "data", scale=0.01)
     assert not (tmp_path / "data").exists()
+
+
+def test_the_validation_split_is_stratified_disjoint_and_the_same_every_time(records) -> None:
+    train = records["train"]
+    rest, validation = carve_validation(train, 7)
+    assert Counter(record.meta["task"] for record in validation) == {
+        task: 7 for task in {r.meta["task"] for r in train}
+    }
+    assert len(rest) + len(validation) == len(train)
+    assert not {id(record) for record in validation} & {id(record) for record in rest}
+    assert carve_validation(list(train), 7)[1] == validation  # seeded by task name, not by call
+    with pytest.raises(ValueError, match="per task"):
+        carve_validation(train, len(train))

@@ -3,10 +3,12 @@
 Nothing in it trains. An item becomes one sequence of feature vectors, each ``hidden_size`` wide and made of
 blocks (zeros where a block does not apply)::
 
-    [ MiniLM state (384) | EfficientNet cell (1280) | cell one-hot (g*g) | image-mean flag | sentence flag ]
+    [ MiniLM state (384) | EfficientNet cell (1280) | cell one-hot (g*g) | instruction | image-mean | sentence ]
 
-- one row per text token: all-MiniLM-L6-v2's last-layer state of ``[CLS] instruction [SEP] text [SEP]``;
-- one *sentence* row: the masked mean of those states (the sentence-transformers embedding, unnormalised);
+- one row per instruction token: all-MiniLM-L6-v2's last-layer state of ``[CLS] instruction [SEP]``, flagged;
+- one row per text token: its state in ``[CLS] text [SEP]``, encoded on its own (the instruction does not
+  colour it), then one *sentence* row: the mean of those states (the sentence-transformers embedding,
+  unnormalised, which a linear probe reads);
 - per image, one row per grid cell (``image_size / 32`` squared cells of 1280 channels, with the cell's
   one-hot position) and one *image* row: the mean over cells (the pooled feature a linear probe reads).
 
@@ -40,6 +42,9 @@ MODEL_TYPE = "mmcascade_starter_features"
 TEXT_WIDTH = 384
 VISION_CHANNELS = 1280
 WEIGHTS_NAME = "model.safetensors"
+INSTRUCTION, TEXT = 0, 1
+# the last three columns flag a row's kind (cells carry their one-hot grid position before them)
+INSTRUCTION_FLAG, IMAGE_MEAN_FLAG, SENTENCE_FLAG = -3, -2, -1
 
 
 @dataclass
@@ -64,13 +69,15 @@ class StarterFeaturesConfig:
 
     @property
     def hidden_size(self) -> int:
-        return TEXT_WIDTH + VISION_CHANNELS + self.cells + 2
+        return TEXT_WIDTH + VISION_CHANNELS + self.cells + 3
 
 
 class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
     family = "starter_features"
     model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
     lora_target_modules: ClassVar[tuple[str, ...]] = ()
+    #: part of the training state cache's signature: bump when the rows computed for an item change
+    states_version: ClassVar[int] = 2
 
     def __init__(self, config: StarterFeaturesConfig, text_model: nn.Module, tokenizer: Any, vision_model: nn.Module):
         super().__init__()
@@ -142,17 +149,32 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
         return 0  # hidden_states holds one entry: the fused rows (source_layer 0 or -1)
 
     def prepare(self, items: Sequence[Item]) -> BatchInputs:
-        texts = [self._token_ids(item) for item in items]
-        length = max(len(ids) for ids in texts)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(items), length), pad, dtype=torch.long)  # (B, T), right-padded for MiniLM
-        text_mask = torch.zeros((len(items), length), dtype=torch.long)  # (B, T)
-        for row, ids in enumerate(texts):
+        # Each text segment (an item's instruction, its text) is encoded on its own: (S, T), right-padded.
+        segments: list[list[int]] = []
+        owners: list[int] = []  # (S,) the item of each segment
+        kinds: list[int] = []  # (S,) INSTRUCTION or TEXT
+        for index, item in enumerate(items):
+            text = " ".join(piece.strip() for piece in (item.text or "").split(IMAGE_PLACEHOLDER) if piece.strip())
+            instruction = (item.instruction or "").strip()
+            if instruction:
+                segments.append(self._token_ids(instruction))
+                owners.append(index)
+                kinds.append(INSTRUCTION)
+            if text or not item.images:  # an item with neither text nor image still gets its (empty) sentence
+                segments.append(self._token_ids(text))
+                owners.append(index)
+                kinds.append(TEXT)
+        length = max((len(ids) for ids in segments), default=1)
+        input_ids = torch.full((len(segments), length), self.tokenizer.pad_token_id, dtype=torch.long)  # (S, T)
+        text_mask = torch.zeros((len(segments), length), dtype=torch.long)  # (S, T)
+        for row, ids in enumerate(segments):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             text_mask[row, : len(ids)] = 1
         inputs: dict[str, Any] = {
             "input_ids": input_ids,
             "text_mask": text_mask,
+            "segment_items": torch.tensor(owners, dtype=torch.long),  # (S,)
+            "segment_kinds": torch.tensor(kinds, dtype=torch.long),  # (S,)
             "images_per_item": torch.tensor([len(item.images) for item in items], dtype=torch.long),  # (B,)
         }
         sources = [source for item in items for source in item.images]
@@ -161,15 +183,11 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
             inputs["image_keys"] = [image_key(source) for source in sources]
         return inputs
 
-    def _token_ids(self, item: Item) -> list[int]:
-        tokenizer, limit = self.tokenizer, self.config.max_text_tokens
-        ids = [tokenizer.cls_token_id]
-        if item.instruction and item.instruction.strip():
-            ids += [*tokenizer(item.instruction, add_special_tokens=False)["input_ids"][:limit], tokenizer.sep_token_id]
-        text = " ".join(piece.strip() for piece in (item.text or "").split(IMAGE_PLACEHOLDER) if piece.strip())
-        if text:
-            ids += tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
-        return [*ids, tokenizer.sep_token_id]
+    def _token_ids(self, text: str) -> list[int]:
+        """``[CLS] text [SEP]``, as sentence-transformers encodes a sentence."""
+        tokenizer = self.tokenizer
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_text_tokens] if text else []
+        return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
 
     def forward(
         self,
@@ -180,15 +198,22 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
         if appended_embeddings is not None:
             raise ValueError("the starter-features backbone takes no appended tokens: use the 'fusion' head")
         device, dtype = self.device, self.dtype
-        text_mask = inputs["text_mask"].to(device)  # (B, T)
-        states = self.text(input_ids=inputs["input_ids"].to(device), attention_mask=text_mask).last_hidden_state
-        weights = text_mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
-        sentence = (states * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, 384)
+        text_mask = inputs["text_mask"].to(device)  # (S, T)
+        if text_mask.shape[0]:
+            states = self.text(input_ids=inputs["input_ids"].to(device), attention_mask=text_mask).last_hidden_state
+        else:  # images only: no text segment in the batch
+            states = torch.zeros((0, text_mask.shape[1], TEXT_WIDTH), dtype=dtype, device=device)  # (0, T, 384)
+        weights = text_mask.unsqueeze(-1).to(states.dtype)  # (S, T, 1)
+        sentences = (states * weights).sum(1) / weights.sum(1).clamp(min=1)  # (S, 384)
         cells = None
         if "pixel_values" in inputs:
             features = self._image_features(inputs["pixel_values"], inputs.get("image_keys"))  # (n, C, g, g)
             cells = features.flatten(2).transpose(1, 2).to(dtype)  # (n, g*g, C), row-major over the grid
-        rows = self._rows(states.to(dtype), text_mask, sentence.to(dtype), cells, inputs["images_per_item"].tolist())
+        segments = [
+            (int(owner), int(kind), states[row, : int(text_mask[row].sum())].to(dtype), sentences[row].to(dtype))
+            for row, (owner, kind) in enumerate(zip(inputs["segment_items"], inputs["segment_kinds"], strict=True))
+        ]
+        rows = self._rows(segments, cells, inputs["images_per_item"].tolist())
         length = max(row.shape[0] for row in rows)
         fused = torch.zeros((len(rows), length, self.hidden_size), dtype=dtype, device=device)  # (B, L, H)
         attention_mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)  # (B, L), left-padded
@@ -199,33 +224,41 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
 
     def _rows(
         self,
-        states: torch.Tensor,
-        text_mask: torch.Tensor,
-        sentence: torch.Tensor,
+        segments: list[tuple[int, int, torch.Tensor, torch.Tensor]],
         cells: torch.Tensor | None,
         images_per_item: list[int],
     ) -> list[torch.Tensor]:
-        """Each item's ``(n_rows, H)`` block: text tokens, the sentence row, then per image its cells and mean."""
+        """Each item's ``(n_rows, H)`` block: instruction tokens, text tokens and the sentence row, then per
+        image its cells and their mean."""
         n_cells, width = self.config.cells, self.hidden_size
         image_start, cell_start = TEXT_WIDTH, TEXT_WIDTH + VISION_CHANNELS
-        rows, next_image = [], 0
-        for item, n_images in enumerate(images_per_item):
-            n_tokens = int(text_mask[item].sum())
-            block = states.new_zeros((n_tokens + 1 + n_images * (n_cells + 1), width))
-            block[:n_tokens, :TEXT_WIDTH] = states[item, :n_tokens]
-            block[n_tokens, :TEXT_WIDTH] = sentence[item]
-            block[n_tokens, -1] = 1.0  # sentence flag
-            at = n_tokens + 1
+        blocks: list[list[torch.Tensor]] = [[] for _ in images_per_item]
+        for owner, kind, token_states, sentence in segments:
+            block = token_states.new_zeros((token_states.shape[0] + (kind == TEXT), width))
+            block[: token_states.shape[0], :TEXT_WIDTH] = token_states
+            if kind == INSTRUCTION:
+                block[:, INSTRUCTION_FLAG] = 1.0
+            else:
+                block[-1, :TEXT_WIDTH] = sentence
+                block[-1, SENTENCE_FLAG] = 1.0
+            blocks[owner].append(block)
+        next_image = 0
+        for owner, n_images in enumerate(images_per_item):
             for _ in range(n_images):
                 image_cells = cells[next_image]  # (g*g, C)
-                block[at : at + n_cells, image_start:cell_start] = image_cells
-                block[at : at + n_cells, cell_start : cell_start + n_cells] = torch.eye(n_cells, dtype=block.dtype)
-                block[at + n_cells, image_start:cell_start] = image_cells.mean(0)
-                block[at + n_cells, -2] = 1.0  # image-mean flag
-                at += n_cells + 1
+                block = image_cells.new_zeros((n_cells + 1, width))
+                block[:n_cells, image_start:cell_start] = image_cells
+                block[:n_cells, cell_start : cell_start + n_cells] = torch.eye(n_cells, dtype=block.dtype)
+                block[n_cells, image_start:cell_start] = image_cells.mean(0)
+                block[n_cells, IMAGE_MEAN_FLAG] = 1.0
+                blocks[owner].append(block)
                 next_image += 1
-            rows.append(block)
-        return rows
+        return [torch.cat(parts) for parts in blocks]
 
     def estimate_length(self, item: Item) -> int:
-        return len(item.text or "") // 4 + len(item.instruction or "") // 4 + (self.config.cells + 1) * len(item.images)
+        return (
+            len(item.text or "") // 4
+            + len(item.instruction or "") // 4
+            + (self.config.cells + 1) * len(item.images)
+            + 5
+        )

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,23 @@ def build_starter_data(out_dir: str | os.PathLike, *, seed: int = 0, scale: floa
         manifest = _Builder(root=staging, seed=int(seed), scale=float(scale), sources=sources).build()
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
+
+
+def carve_validation(records: list[TrainingRecord], per_task: int) -> tuple[list[TrainingRecord], list[TrainingRecord]]:
+    """A seeded, task-stratified validation split: ``per_task`` records of every task, and the rest for training.
+
+    Settings are chosen on it; the held-out split is measured once, at the end. Seeded by task name, so the
+    same records are chosen on every machine and in every script.
+    """
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        by_task[str(record.meta.get("task"))].append(index)
+    short = {task: len(indices) for task, indices in by_task.items() if len(indices) < per_task}
+    if short:
+        raise ValueError(f"cannot carve {per_task} validation records per task: only {short}")
+    chosen = {index for task in sorted(by_task) for index in random.Random(task).sample(by_task[task], per_task)}
+    training = [record for index, record in enumerate(records) if index not in chosen]
+    return training, [record for index, record in enumerate(records) if index in chosen]
 
 
 def is_heldout_configuration(scene: scenes.Scene) -> bool:

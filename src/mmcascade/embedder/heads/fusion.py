@@ -5,7 +5,8 @@ Built for backbones whose output rows are *features* rather than a language mode
 projected to the head's ``width``, given learned positions, and read together with the side's meta tokens
 by ``num_layers`` bidirectional pre-norm transformer layers; the meta tokens' outputs, projected and
 L2-normalised, are the multi-vector embedding (MaxSim over prefixes, as MetaEmbed's Matryoshka groups).
-The head reads ``source_layer`` states and appends nothing to the backbone's input, so a frozen backbone's
+With ``pooled_skip`` a linear map of an attention-pooled row (at first the rows' mean: what a linear probe
+reads) is added to every vector. The head reads ``source_layer`` states and appends nothing to the backbone's input, so a frozen backbone's
 states can be cached (``training.cache_backbone_states``).
 """
 
@@ -31,6 +32,10 @@ class FusionHeadConfig:
     max_positions: int = 512
     projection_dim: int | None = 128
     dropout: float = 0.0
+    # Add a linear map of an attention-pooled row to every vector (before normalisation): the linear-probe path,
+    # so the meta tokens learn corrections to a pooled summary instead of rebuilding it. The pooling weights
+    # come from a learned linear score per row (zero at start: the plain mean), so it can pick summary rows.
+    pooled_skip: bool = False
     normalize: bool = True
     init_std: float = 0.02
 
@@ -75,6 +80,11 @@ class FusionHead(Head):
         self.output_norm = nn.LayerNorm(config.width)
         dim = config.projection_dim
         self.projection = nn.Linear(config.width, dim) if dim else None
+        self.pooled_projection = nn.Linear(config.hidden_size, dim or config.width) if config.pooled_skip else None
+        self.pool_scores = nn.Linear(config.hidden_size, 1) if config.pooled_skip else None
+        if self.pool_scores is not None:
+            nn.init.zeros_(self.pool_scores.weight)
+            nn.init.zeros_(self.pool_scores.bias)
 
     @property
     def source_layer(self) -> int:
@@ -109,4 +119,11 @@ class FusionHead(Head):
         ignore = torch.cat([~real, real.new_zeros((batch, meta.shape[1]))], dim=1)  # (B, L + n): True = padding
         states = self.layers(states, src_key_padding_mask=ignore)  # (B, L + n, W)
         vectors = self.output_norm(states[:, length:])  # (B, n, W)
-        return project_and_normalize(vectors, self.projection, self.config.normalize)  # (B, n, dim)
+        if self.projection is not None:
+            vectors = self.projection(vectors)  # (B, n, dim)
+        if self.pooled_projection is not None:
+            scores = self.pool_scores(hidden_states).squeeze(-1).masked_fill(~real, float("-inf"))  # (B, L)
+            weights = scores.softmax(dim=1).unsqueeze(-1)  # (B, L, 1), zero on padding
+            pooled = (hidden_states * weights).sum(1)  # (B, H)
+            vectors = vectors + self.pooled_projection(pooled).unsqueeze(1)  # (B, n, dim)
+        return project_and_normalize(vectors, None, self.config.normalize)  # (B, n, dim)

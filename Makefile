@@ -42,7 +42,8 @@ bench: install
 	$(PY) benchmarks/eval_budgets.py
 	$(PY) benchmarks/rerank.py
 
-# Rebuild the starter model from offline parts: data, training (~20 min on 2 CPU cores), single-vector
-# baseline, held-out evaluation, model card. Installs into src/mmcascade/assets/starter.
+# Rebuild the starter model from offline parts: data, validation split, the late-fusion head and its
+# single-vector twin on cached backbone rows (~35 + ~25 min on 2 CPU cores), the linear probe, validation /
+# held-out / out-of-generator evaluation, model card. Installs into src/mmcascade/assets/starter.
 starter: install
 	$(PY) scripts/train_starter.py

@@ -14,13 +14,13 @@ five Matryoshka budgets; results are written as JSON into --work.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from _siblings import sibling
 
 from mmcascade.budget import Budget
 from mmcascade.data.records import read_records
@@ -29,14 +29,6 @@ from mmcascade.evaluation import evaluate_records
 ROOT = Path(__file__).resolve().parent.parent
 BUDGETS = [Budget(1, 1), Budget(2, 4), Budget(4, 8), Budget(8, 16), Budget(16, 64)]
 OUT_OF_GENERATOR = ROOT / "reports" / "generalisation-starter" / ".work" / "out-of-generator" / "records.jsonl"
-
-
-def sibling(name: str) -> ModuleType:
-    """Another script of this folder, loaded as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def split_records(split: str, work: Path, data: Path) -> list:

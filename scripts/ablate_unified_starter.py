@@ -15,12 +15,12 @@ writes them as JSON next to the model.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import time
 from pathlib import Path
-from types import ModuleType
+
+from _siblings import sibling
 
 from mmcascade import Embedder
 from mmcascade.budget import Budget
@@ -31,14 +31,6 @@ from mmcascade.evaluation import evaluate_records
 ROOT = Path(__file__).resolve().parent.parent
 BUDGETS = [Budget(1, 1), Budget(4, 8), Budget(16, 64)]
 OUT_OF_GENERATOR = ROOT / "reports" / "generalisation-starter" / ".work" / "out-of-generator" / "records.jsonl"
-
-
-def sibling(name: str) -> ModuleType:
-    """Another script of this folder, loaded as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def split(data: Path, work: Path) -> None:

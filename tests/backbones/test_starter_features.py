@@ -27,20 +27,42 @@ from mmcascade.backbones.starter_features.modeling_starter_features import (
 
 @pytest.fixture(scope="module")
 def backbone() -> StarterFeaturesBackbone:
-    return StarterFeaturesBackbone.from_components(StarterFeaturesConfig(image_size=96))  # 3x3 cells
+    return StarterFeaturesBackbone.from_components(StarterFeaturesConfig(image_size=96))  # 3x3 cells, joint text
 
 
-def test_width_is_text_plus_channels_plus_cell_code_plus_three_flags() -> None:
-    assert StarterFeaturesConfig(image_size=224).hidden_size == 384 + 1280 + 49 + 3
+@pytest.fixture(scope="module")
+def separate(backbone: StarterFeaturesBackbone) -> StarterFeaturesBackbone:
+    config = StarterFeaturesConfig(image_size=96, text_segments="separate")
+    return StarterFeaturesBackbone(config, backbone.text, backbone.tokenizer, backbone.vision)
+
+
+def test_width_is_text_plus_channels_plus_cell_code_plus_the_flags() -> None:
+    assert StarterFeaturesConfig(image_size=224).hidden_size == 384 + 1280 + 49 + 2
+    assert StarterFeaturesConfig(image_size=224, text_segments="separate").hidden_size == 384 + 1280 + 49 + 3
     assert StarterFeaturesConfig(image_size=160).cells == 25
+    with pytest.raises(ValueError, match="text_segments"):
+        StarterFeaturesConfig(text_segments="both")
 
 
-def test_rows_are_instruction_and_text_states_sentence_mean_cells_and_image_mean(
-    backbone: StarterFeaturesBackbone,
+def test_joint_rows_are_one_minilm_pass_over_instruction_and_text(backbone: StarterFeaturesBackbone) -> None:
+    with torch.no_grad():
+        output = backbone(backbone.prepare([Item(text="a red circle", instruction="Find it")]))
+        text_model, tokenizer = load_text_model()
+        pair = tokenizer("Find it", "a red circle", return_tensors="pt")  # one segment id for both, as encoded
+        states = text_model(input_ids=pair["input_ids"], attention_mask=pair["attention_mask"]).last_hidden_state[0]
+    rows = output.last_hidden_state[0]  # [CLS] Find it [SEP] a red circle [SEP], then the sentence row
+    assert rows.shape == (states.shape[0] + 1, 384 + 1280 + 9 + 2)
+    torch.testing.assert_close(rows[:-1, :TEXT_WIDTH], states, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rows[-1, :TEXT_WIDTH], states.mean(0), atol=1e-4, rtol=1e-4)
+    assert rows[-1, -1] == 1 and rows[:-1, -1].abs().sum() == 0
+
+
+def test_separate_rows_are_instruction_and_text_states_sentence_mean_cells_and_image_mean(
+    separate: StarterFeaturesBackbone,
 ) -> None:
     image = random_image(3)
     with torch.no_grad():
-        output = backbone(backbone.prepare([Item(text="a red circle", instruction="Find it", images=[image])]))
+        output = separate(separate.prepare([Item(text="a red circle", instruction="Find it", images=[image])]))
         text_model, tokenizer = load_text_model()
         instruction = text_model(**tokenizer("Find it", return_tensors="pt")).last_hidden_state[0]  # (Ti, 384)
         text = text_model(**tokenizer("a red circle", return_tensors="pt")).last_hidden_state[0]  # (Tt, 384)
@@ -64,19 +86,21 @@ def test_rows_are_instruction_and_text_states_sentence_mean_cells_and_image_mean
     assert output.hidden_states is not None and output.hidden_states[-1] is output.last_hidden_state
 
 
-def test_an_image_alone_has_no_text_rows_and_an_empty_item_still_has_a_sentence(
-    backbone: StarterFeaturesBackbone,
-) -> None:
+def test_separate_segments_give_an_image_alone_no_text_rows(separate: StarterFeaturesBackbone) -> None:
     with torch.no_grad():
-        image_only = backbone(backbone.prepare([Item(images=[random_image(2)])])).last_hidden_state[0]
+        image_only = separate(separate.prepare([Item(images=[random_image(2)])])).last_hidden_state[0]
     assert image_only.shape[0] == 9 + 1 and image_only[:, :TEXT_WIDTH].abs().sum() == 0
 
 
-def test_a_batch_is_left_padded_and_each_row_matches_its_item_alone(backbone: StarterFeaturesBackbone) -> None:
-    items = [Item(text="two blue squares left of a green triangle"), Item(images=[random_image(1)])]
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_a_batch_is_left_padded_and_each_row_matches_its_item_alone(
+    backbone: StarterFeaturesBackbone, separate: StarterFeaturesBackbone, mode: str
+) -> None:
+    model = backbone if mode == "joint" else separate
+    items = [Item(text="two blue squares left of a green triangle", instruction="Find"), Item(images=[random_image(1)])]
     with torch.no_grad():
-        batch = backbone(backbone.prepare(items))
-        alone = [backbone(backbone.prepare([item])).last_hidden_state[0] for item in items]
+        batch = model(model.prepare(items))
+        alone = [model(model.prepare([item])).last_hidden_state[0] for item in items]
     for row, single in enumerate(alone):
         length = single.shape[0]
         assert batch.attention_mask[row].tolist() == [0] * (batch.attention_mask.shape[1] - length) + [1] * length

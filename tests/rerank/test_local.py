@@ -128,5 +128,5 @@ def test_mismatched_pairs_and_non_generative_models_are_refused(judge: LocalJudg
     with pytest.raises(ValueError, match="got 2 queries for 1 candidates"):
         Reranker(judge).score(QUERIES[:2], CANDIDATES[:1])
     embedder = load_backbone(resolve_model("starter-embedder") / "backbone")
-    with pytest.raises(ValueError, match="the starter backbone cannot judge relevance"):
+    with pytest.raises(ValueError, match="the starter_features backbone cannot judge relevance"):
         LocalJudge(embedder, "starter-embedder")

@@ -190,23 +190,52 @@ def test_data_errors_name_the_line(qwen2_vl_checkpoint: Path, tmp_path: Path) ->
         train_from_config(config)
 
 
-def test_the_starter_continues_training_with_its_own_recipe(tmp_path: Path) -> None:
-    """configs/starter.yaml's finetune section on the trained starter (a backbone without a ``.model``)."""
+def test_the_minilm_starter_continues_training_with_its_own_recipe(tmp_path: Path) -> None:
+    """configs/starter.yaml's finetune section on the trained MiniLM starter (a backbone without a ``.model``)."""
     import yaml
 
     data = write_dataset(tmp_path / "data", n_records=4, negatives=1)
     recipe = yaml.safe_load((Path(__file__).parents[2] / "configs" / "starter.yaml").read_text())
     config = {
-        "model": {"name_or_path": "starter"},
+        "model": {"name_or_path": "starter-embedder-minilm"},
         "data": {"train": str(data)},
         "loss": recipe["loss"],
         "finetune": recipe["finetune"],
         "training": {"output_dir": str(tmp_path / "run"), "batch_size": 4, "max_steps": 2, "progress_bar": False},
     }
     final = train_from_config(config_from_dict(TrainConfig, config))
-    before, after = Embedder.from_pretrained("starter"), Embedder.from_pretrained(final)
+    before, after = Embedder.from_pretrained("starter-embedder-minilm"), Embedder.from_pretrained(final)
     changed = {
         name for name, tensor in before.state_dict().items() if not torch.equal(tensor, after.state_dict()[name])
     }
     assert changed and all("lora_" in name or not name.startswith("backbone.text.") for name in changed)
     assert not any(name.startswith("backbone.vision.") for name in changed)  # frozen by the recipe
+
+
+def test_the_starter_continues_training_its_head_on_cached_rows(tmp_path: Path) -> None:
+    """configs/starter-fusion.yaml on the shipped starter: only the fusion head moves; the backbone has no weights
+    of its own to move, and its rows come from the state cache."""
+    import yaml
+
+    data = write_dataset(tmp_path / "data", n_records=4, negatives=1)
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "configs" / "starter-fusion.yaml").read_text())
+    config = {
+        "model": {"name_or_path": "starter"},
+        "data": {"train": str(data)},
+        "loss": recipe["loss"],
+        "finetune": recipe["finetune"],
+        "training": {
+            **{key: recipe["training"][key] for key in ("cache_backbone_states", "state_cache_dtype")},
+            "output_dir": str(tmp_path / "run"),
+            "batch_size": 4,
+            "max_steps": 2,
+            "progress_bar": False,
+        },
+    }
+    final = train_from_config(config_from_dict(TrainConfig, config))
+    before, after = Embedder.from_pretrained("starter"), Embedder.from_pretrained(final)
+    changed = {
+        name for name, tensor in before.state_dict().items() if not torch.equal(tensor, after.state_dict()[name])
+    }
+    assert changed and all(name.startswith("head.") for name in changed)
+    assert list((tmp_path / "run" / "state_cache").glob("shard-*.safetensors"))  # rows were cached, then spilled

@@ -3,12 +3,12 @@
 Nothing in it trains. An item becomes one sequence of feature vectors, each ``hidden_size`` wide and made of
 blocks (zeros where a block does not apply)::
 
-    [ MiniLM state (384) | EfficientNet cell (1280) | cell one-hot (g*g) | instruction | image-mean | sentence ]
+    [ MiniLM state (384) | EfficientNet cell (1280) | cell one-hot (g*g) | (instruction) | image-mean | sentence ]
 
-- one row per instruction token: all-MiniLM-L6-v2's last-layer state of ``[CLS] instruction [SEP]``, flagged;
-- one row per text token: its state in ``[CLS] text [SEP]``, encoded on its own (the instruction does not
-  colour it), then one *sentence* row: the mean of those states (the sentence-transformers embedding,
-  unnormalised, which a linear probe reads);
+- text (``text_segments: joint``, the default): one row per token of all-MiniLM-L6-v2's last-layer states of
+  ``[CLS] instruction [SEP] text [SEP]``, then a *sentence* row: their mean. With ``separate``, the instruction
+  and the text are encoded on their own (instruction rows flagged in an extra column), and the sentence row
+  is the text's own mean: exactly the sentence-transformers feature a linear probe reads;
 - per image, one row per grid cell (``image_size / 32`` squared cells of 1280 channels, with the cell's
   one-hot position) and one *image* row: the mean over cells (the pooled feature a linear probe reads).
 
@@ -52,10 +52,16 @@ class StarterFeaturesConfig:
     model_type: str = MODEL_TYPE
     image_size: int = 224
     max_text_tokens: int = 64
+    # "joint": one MiniLM pass over ``[CLS] instruction [SEP] text [SEP]`` (token rows + their mean);
+    # "separate": the instruction and the text each encoded on their own, instruction rows flagged, and the
+    # sentence row the text's own mean (exactly a linear probe's text feature).
+    text_segments: str = "joint"
 
     def __post_init__(self) -> None:
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}; got {self.model_type!r}")
+        if self.text_segments not in ("joint", "separate"):
+            raise ValueError(f"text_segments must be 'joint' or 'separate'; got {self.text_segments!r}")
         if self.image_size < 32 or self.image_size % 32:
             raise ValueError(
                 f"image_size must be a positive multiple of 32 (EfficientNet's stride); got {self.image_size}"
@@ -69,7 +75,8 @@ class StarterFeaturesConfig:
 
     @property
     def hidden_size(self) -> int:
-        return TEXT_WIDTH + VISION_CHANNELS + self.cells + 3
+        flags = 3 if self.text_segments == "separate" else 2  # [instruction,] image mean, sentence
+        return TEXT_WIDTH + VISION_CHANNELS + self.cells + flags
 
 
 class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
@@ -77,7 +84,7 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
     model_types: ClassVar[tuple[str, ...]] = (MODEL_TYPE,)
     lora_target_modules: ClassVar[tuple[str, ...]] = ()
     #: part of the training state cache's signature: bump when the rows computed for an item change
-    states_version: ClassVar[int] = 2
+    states_version: ClassVar[int] = 1
 
     def __init__(self, config: StarterFeaturesConfig, text_model: nn.Module, tokenizer: Any, vision_model: nn.Module):
         super().__init__()
@@ -156,6 +163,11 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
         for index, item in enumerate(items):
             text = " ".join(piece.strip() for piece in (item.text or "").split(IMAGE_PLACEHOLDER) if piece.strip())
             instruction = (item.instruction or "").strip()
+            if self.config.text_segments == "joint":
+                segments.append(self._joint_token_ids(instruction, text))
+                owners.append(index)
+                kinds.append(TEXT)
+                continue
             if instruction:
                 segments.append(self._token_ids(instruction))
                 owners.append(index)
@@ -188,6 +200,16 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
         tokenizer = self.tokenizer
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_text_tokens] if text else []
         return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+
+    def _joint_token_ids(self, instruction: str, text: str) -> list[int]:
+        """``[CLS] instruction [SEP] text [SEP]`` (``[CLS] text [SEP]`` without an instruction)."""
+        tokenizer, limit = self.tokenizer, self.config.max_text_tokens
+        ids = [tokenizer.cls_token_id]
+        if instruction:
+            ids += [*tokenizer(instruction, add_special_tokens=False)["input_ids"][:limit], tokenizer.sep_token_id]
+        if text:
+            ids += tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
+        return [*ids, tokenizer.sep_token_id]
 
     def forward(
         self,

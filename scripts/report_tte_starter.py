@@ -260,7 +260,7 @@ def _readme(summary: dict) -> str:
             "",
             f"## After {summary['embedder_steps']} steps of embedder training (decoupled TTE)",
             "",
-            "The starter embedder trained further (configs/starter.yaml's recipe, lower learning rate) on the starter "
+            "The starter embedder trained further (its own recipe: configs/starter-fusion.yaml for the late-fusion starter, configs/starter.yaml for the MiniLM one; lower learning rate) on the starter "
             "training records with the teacher's trace appended to every query (`tte`), and, as a control, the same "
             "steps on the same records without traces (`control`). Same held-out queries and pools as above.",
             "",

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 
 from mmcascade import Embedder, Item
 from mmcascade.backbones.testing import build_tiny_checkpoint
@@ -26,17 +25,9 @@ from mmcascade.data.records import TrainingRecord
 from mmcascade.training.config import FinetuneConfig, LossConfig, OptimConfig
 from mmcascade.training.finetune import apply_finetune_mode
 from mmcascade.training.trainer import EmbedderTrainer
+from train_throughput import scene  # the same drawn two-shape scenes as the throughput benchmark
 
 HEAD_TOKENS = {"num_query_tokens": 4, "num_document_tokens": 8}
-
-
-def scene(index: int) -> Image.Image:
-    colours = ["red", "green", "blue", "yellow", "purple", "orange"]
-    image = Image.new("RGB", (128, 128), "white")
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([10 + index % 40, 30, 60 + index % 40, 80], fill=colours[index % 6])
-    draw.rectangle([70, 40, 110, 90], fill=colours[(index + 2) % 6])
-    return image
 
 
 def make_records(count: int) -> list[TrainingRecord]:

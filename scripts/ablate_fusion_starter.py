@@ -1,14 +1,16 @@
-"""Late-fusion starter (configs/starter-fusion.yaml) against its baselines, on validation or held-out data.
+"""Score a late-fusion starter candidate (a trained folder or a training checkpoint) on the validation split.
 
-    python scripts/ablate_unified_starter.py split                       # runs/unified/{train,val}.jsonl
-    mmcascade train embedder -c configs/starter-fusion.yaml --set data.train=runs/unified/train.jsonl
-    python scripts/ablate_fusion_starter.py evaluate runs/starter-fusion/final --split val
-    python scripts/ablate_fusion_starter.py probe --split val            # the linear probe, same training records
+    python scripts/train_starter.py --roles linear_probe --no-install     # the split and the probe, once
+    mmcascade train embedder -c configs/starter-fusion.yaml --set data.train=runs/starter-split/train.jsonl \\
+        --set training.output_dir=runs/lever-x [--set model.head_options.pooled_skip=true] \\
+        [--set model.processor_options.text_segments=separate]
+    python scripts/ablate_fusion_starter.py runs/lever-x/checkpoint-0000300 -c configs/starter-fusion.yaml
 
-``--split val`` scores the validation records carved from the training data (choose settings here);
-``--split heldout`` scores data/starter/heldout.jsonl (measure once, at the end). ``--outside`` adds the
-out-of-generator set of scripts/report_generalisation.py. Every figure is Hit@1 ± its standard error, at the
-five Matryoshka budgets; results are written as JSON into --work.
+MODEL is an embedder folder, or a checkpoint folder (``trainable.safetensors``), rebuilt from the config's
+model section (with the same ``--set`` overrides the run had). ``--split val`` (default) scores the
+validation records carved from the training data, where the levers of the model card were chosen;
+``--split heldout`` the held-out records (measure once, at the end). Hit@1 ± standard error at the five
+Matryoshka budgets, per kind; written as JSON next to the split.
 """
 
 from __future__ import annotations
@@ -16,75 +18,56 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
-from typing import Any
 
 from _siblings import sibling
+from safetensors.torch import load_file
 
-from mmcascade.budget import Budget
+from mmcascade import Embedder
+from mmcascade.budget import MATRYOSHKA_BUDGETS, Budget
 from mmcascade.data.records import read_records
-from mmcascade.evaluation import evaluate_records
+from mmcascade.training.config import TrainConfig
+from mmcascade.utils.config import apply_overrides, config_from_dict, config_to_dict, load_config_file, parse_override
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGETS = [Budget(1, 1), Budget(2, 4), Budget(4, 8), Budget(8, 16), Budget(16, 64)]
-OUT_OF_GENERATOR = ROOT / "reports" / "generalisation-starter" / ".work" / "out-of-generator" / "records.jsonl"
 
 
-def split_records(split: str, work: Path, data: Path) -> list:
-    return list(read_records(work / "val.jsonl" if split == "val" else data / "heldout.jsonl"))
-
-
-def score(model: Any, name: str, records: list, budgets: list[Budget], outside: bool) -> dict:
-    started = time.perf_counter()
-    results: dict[str, Any] = {"in_generator": {}}
-    for scores in evaluate_records(model, records, budgets, batch_size=32):
-        error = math.sqrt(scores.hit_at_1 * (1 - scores.hit_at_1) / scores.n_queries)
-        results["in_generator"][scores.budget.label] = {
-            "hit@1": scores.hit_at_1,
-            "se": error,
-            "n": scores.n_queries,
-            "per_kind": scores.per_kind,
-        }
-        print(f"{name} {scores.budget.label}: {scores.hit_at_1:.3f} ± {error:.3f} {scores.per_kind}", flush=True)
-    if outside:
-        generalisation = sibling("report_generalisation")
-        pooled = generalisation.pooled_hits(model, list(read_records(OUT_OF_GENERATOR)), budgets)
-        results["out_of_generator"] = {label: generalisation.with_overall(t) for label, t in pooled.items()}
-        for label, table in results["out_of_generator"].items():
-            tasks = " ".join(f"{task} {entry['hit@1']:.3f}" for task, entry in table.items() if task != "all")
-            print(f"{name} outside {label}: {table['all']['hit@1']:.3f} ± {table['all']['se']:.3f} ({tasks})")
-    results["seconds"] = time.perf_counter() - started
-    return results
+def load_candidate(model: Path, config: Path, overrides: list[str]) -> Embedder:
+    """An embedder folder as saved, or a checkpoint's trainable weights on the model its config builds."""
+    if not (model / "trainable.safetensors").is_file():
+        return Embedder.from_pretrained(model)
+    loaded = load_config_file(TrainConfig, config)
+    changes = dict(parse_override(text) for text in overrides)  # the run's --set, exactly as the CLI reads them
+    spec = config_from_dict(TrainConfig, apply_overrides(config_to_dict(loaded), changes)).model
+    embedder = Embedder.from_pretrained(
+        spec.name_or_path, head=spec.head, head_options=spec.head_options or None, **spec.processor_options
+    )
+    result = embedder.load_state_dict(load_file(str(model / "trainable.safetensors")), strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"{model} holds weights the config's model lacks: {result.unexpected_keys[:5]}")
+    return embedder.eval()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["evaluate", "probe"])
-    parser.add_argument("model", nargs="?", default="runs/starter-fusion/final")
+    parser.add_argument("model", type=Path)
+    parser.add_argument("-c", "--config", type=Path, default=ROOT / "configs" / "starter-fusion.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="as for mmcascade train")
     parser.add_argument("--split", choices=["val", "heldout"], default="val")
-    parser.add_argument("--outside", action="store_true", help="also score the out-of-generator set")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "starter")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "unified")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "starter-split")
     args = parser.parse_args()
-    records = split_records(args.split, args.work, args.data)
-    if args.step == "probe":
-        from mmcascade.evaluation.linear_probe import LinearProbe, train_linear_probe
-
-        folder = args.work / "linear-probe"
-        if (folder / "config.json").is_file():
-            model = LinearProbe.from_pretrained(folder)
-        else:
-            model = train_linear_probe(list(read_records(args.work / "train.jsonl")), log=print)
-            model.save_pretrained(folder)
-        name, budgets = "linear-probe", [Budget(1, 1)]
-    else:
-        from mmcascade import Embedder
-
-        model, name, budgets = Embedder.from_pretrained(args.model), args.model, BUDGETS
-    results = score(model, name, records, budgets, args.outside)
-    out = args.work / f"scores-{name.replace('/', '_')}-{args.split}.json"
-    out.write_text(json.dumps(results, indent=2, default=str))
+    name, path = (
+        ("validation", args.work / "val.jsonl") if args.split == "val" else ("heldout", args.data / "heldout.jsonl")
+    )
+    model = load_candidate(args.model, args.config, args.overrides)
+    budgets = Budget.parse_many(MATRYOSHKA_BUDGETS) if model.is_multi_vector else [Budget(1, 1)]
+    scores = sibling("train_starter").score_model(model, budgets, {name: list(read_records(path))})
+    for entry in scores[name]:
+        p, n = entry["hit@1"], entry["n_queries"]
+        print(f"{entry['budget']}: {p:.3f} ± {math.sqrt(p * (1 - p) / n):.3f} {entry['per_kind']}")
+    out = args.work / f"scores-{str(args.model).strip('/').replace('/', '_')}-{args.split}.json"
+    out.write_text(json.dumps(scores, indent=2))
     print(f"wrote {out}")
 
 

@@ -169,6 +169,10 @@ side) took {t["single_vector_training_seconds"] / 60:.1f} min; the linear probe 
 MiniLM, two linear maps, `mmcascade.evaluation.linear_probe`) trained on the same records.
 
 ## Levers (validation split)
+Each row: the recipe trained with `mmcascade train embedder -c configs/starter-fusion.yaml` (plus the lever's
+`--set`, e.g. `model.head_options.pooled_skip=true`, `model.processor_options.text_segments=separate`,
+`training.autocast=bfloat16`), scored with `python scripts/ablate_fusion_starter.py RUN/checkpoint-0000300 --set ...`.
+
 | lever | validation Hit@1 (1,1) / (16,64) | kept? |
 |---|---|---|
 {levers}

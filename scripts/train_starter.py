@@ -134,15 +134,17 @@ def train_role(role: str, runs: Path, split: Path) -> tuple[Any, float]:
 
 
 def score_model(model: Any, budgets: list[Budget], sets: dict[str, list]) -> dict[str, Any]:
-    """Hit@1 per budget on the validation and held-out records; per task and pool outside the generator."""
+    """Hit@1 per budget on each records set; ``out_of_generator`` is scored per task and pool."""
     tick = time.perf_counter()
     generalisation = sibling("report_generalisation")
     scores: dict[str, Any] = {}
-    for name in ("validation", "heldout"):
-        scores[name] = [s.as_dict() for s in evaluate_records(model, sets[name], budgets, batch_size=32)]
+    for name, records in sets.items():
+        if name == "out_of_generator":
+            pooled = generalisation.pooled_hits(model, records, budgets)
+            scores[name] = {label: generalisation.with_overall(table) for label, table in pooled.items()}
+            continue
+        scores[name] = [s.as_dict() for s in evaluate_records(model, records, budgets, batch_size=32)]
         print(f"{name}: " + " ".join(f"{s['hit@1']:.3f}" for s in scores[name]), flush=True)
-    pooled = generalisation.pooled_hits(model, sets["out_of_generator"], budgets)
-    scores["out_of_generator"] = {label: generalisation.with_overall(table) for label, table in pooled.items()}
     scores["evaluation_seconds"] = time.perf_counter() - tick
     return scores
 

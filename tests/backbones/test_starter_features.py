@@ -127,3 +127,8 @@ def test_round_trip_through_the_registry_and_bad_configs(backbone: StarterFeatur
         load_backbone(tmp_path / "features")
     with pytest.raises(ValueError, match="multiple of 32"):
         StarterFeaturesConfig(image_size=100)
+    (tmp_path / "features" / "config.json").write_text(json.dumps({"model_type": "mmcascade_starter_features"}))
+    separate = load_backbone(tmp_path / "features", text_segments="separate")  # a load-time override
+    assert separate.config.text_segments == "separate" and separate.hidden_size == backbone.hidden_size + 1 + 40
+    with pytest.raises(ValueError, match="unknown processor options"):
+        load_backbone(tmp_path / "features", image_max_pixels=4)

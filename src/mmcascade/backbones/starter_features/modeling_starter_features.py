@@ -42,6 +42,8 @@ MODEL_TYPE = "mmcascade_starter_features"
 TEXT_WIDTH = 384
 VISION_CHANNELS = 1280
 WEIGHTS_NAME = "model.safetensors"
+#: config fields a caller may override at load time (``model.processor_options`` in a training config)
+PROCESSOR_OPTIONS = {"max_text_tokens", "text_segments"}
 INSTRUCTION, TEXT = 0, 1
 # the last three columns flag a row's kind (cells carry their one-hot grid position before them)
 INSTRUCTION_FLAG, IMAGE_MEAN_FLAG, SENTENCE_FLAG = -3, -2, -1
@@ -123,10 +125,10 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
     ) -> StarterFeaturesBackbone:
         config_file = Path(path) / "config.json"
         payload = json.loads(config_file.read_text())
-        unknown = set(processor_options) - {"max_text_tokens"}
+        unknown = set(processor_options) - PROCESSOR_OPTIONS
         if unknown:
             raise ValueError(
-                f"unknown processor options {sorted(unknown)} for {config_file}; valid: ['max_text_tokens']"
+                f"unknown processor options {sorted(unknown)} for {config_file}; valid: {sorted(PROCESSOR_OPTIONS)}"
             )
         known = set(StarterFeaturesConfig.__dataclass_fields__)
         if set(payload) - known:
@@ -164,7 +166,7 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
             text = " ".join(piece.strip() for piece in (item.text or "").split(IMAGE_PLACEHOLDER) if piece.strip())
             instruction = (item.instruction or "").strip()
             if self.config.text_segments == "joint":
-                segments.append(self._joint_token_ids(instruction, text))
+                segments.append(self._token_ids(text, instruction))
                 owners.append(index)
                 kinds.append(TEXT)
                 continue
@@ -195,14 +197,9 @@ class StarterFeaturesBackbone(FrozenImageFeatures, Backbone):
             inputs["image_keys"] = [image_key(source) for source in sources]
         return inputs
 
-    def _token_ids(self, text: str) -> list[int]:
-        """``[CLS] text [SEP]``, as sentence-transformers encodes a sentence."""
-        tokenizer = self.tokenizer
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_text_tokens] if text else []
-        return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
-
-    def _joint_token_ids(self, instruction: str, text: str) -> list[int]:
-        """``[CLS] instruction [SEP] text [SEP]`` (``[CLS] text [SEP]`` without an instruction)."""
+    def _token_ids(self, text: str, instruction: str = "") -> list[int]:
+        """``[CLS] text [SEP]`` (a sentence, as sentence-transformers encodes it), or with an instruction
+        ``[CLS] instruction [SEP] text [SEP]`` (one joint segment)."""
         tokenizer, limit = self.tokenizer, self.config.max_text_tokens
         ids = [tokenizer.cls_token_id]
         if instruction:
